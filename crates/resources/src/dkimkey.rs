@@ -1,0 +1,78 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A DKIM signing key of a hosted domain. The operator generates the key pair into a Secret and
+/// publishes the public half in the domain's DNS suggestions; the mail server signs outgoing
+/// mail with the domain's active key.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "mail.kubemail.io",
+    version = "v1alpha1",
+    kind = "DkimKey",
+    namespaced,
+    shortname = "dkim",
+    status = "DkimKeyStatus",
+    printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domain"}"#,
+    printcolumn = r#"{"name":"Selector","type":"string","jsonPath":".spec.selector"}"#,
+    printcolumn = r#"{"name":"Algorithm","type":"string","jsonPath":".spec.algorithm"}"#,
+    printcolumn = r#"{"name":"Active","type":"boolean","jsonPath":".spec.active"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimKeySpec {
+    /// The hosted domain this key signs for; a MailDomain must host it.
+    pub domain: String,
+
+    /// The DKIM selector: the public key is published at `<selector>._domainkey.<domain>`.
+    pub selector: String,
+
+    /// The key algorithm: `rsa2048` (the default, understood by every verifier) or `ed25519`.
+    #[serde(default)]
+    pub algorithm: DkimAlgorithm,
+
+    /// Whether the mail server signs with this key. Keep one active key per domain; an inactive
+    /// key stays published so that mail signed before a rotation still verifies.
+    #[serde(default = "default_active")]
+    pub active: bool,
+}
+
+fn default_active() -> bool {
+    true
+}
+
+/// A DKIM key algorithm.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DkimAlgorithm {
+    /// RSA with a 2048-bit modulus, `rsa-sha256`.
+    #[default]
+    Rsa2048,
+    /// Ed25519, `ed25519-sha256` (RFC 8463).
+    Ed25519,
+}
+
+impl DkimAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Rsa2048 => "rsa2048",
+            DkimAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// What the operator observed and did for a DkimKey.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimKeyStatus {
+    /// Standard conditions; `Ready` is true once the key pair exists.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The DNS TXT record value to publish at `<selector>._domainkey.<domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_txt: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,86 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A mail domain the platform hosts: mail for `@<domain>` is accepted, stored and served.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "mail.kubemail.io",
+    version = "v1alpha1",
+    kind = "MailDomain",
+    namespaced,
+    shortname = "md",
+    status = "MailDomainStatus",
+    printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domain"}"#,
+    printcolumn = r#"{"name":"Reclaim","type":"string","jsonPath":".spec.reclaimPolicy"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MailDomainSpec {
+    /// The DNS domain this resource hosts mail for, e.g. `example.com`. Lower case; an
+    /// internationalized domain is written in its A-label (punycode) form.
+    pub domain: String,
+
+    /// What happens to the domain's stored mail when this resource is deleted. `Retain` (the
+    /// default) keeps mailboxes, messages and the bucket but stops serving them; re-creating the
+    /// resource brings them back. `Delete` removes the rows and empties and deletes the bucket.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+
+    /// Deliver mail for unknown local parts of this domain to this mailbox (a full address of a
+    /// Mailbox in this domain). Unset: unknown recipients are rejected with `550 5.1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_all: Option<String>,
+}
+
+/// What deleting a MailDomain does to the mail it holds.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReclaimPolicy {
+    /// Keep mailboxes, messages and the bucket; stop serving the domain.
+    #[default]
+    Retain,
+    /// Delete mailboxes, messages and the bucket.
+    Delete,
+}
+
+impl ReclaimPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReclaimPolicy::Retain => "Retain",
+            ReclaimPolicy::Delete => "Delete",
+        }
+    }
+}
+
+/// What the operator observed and did for a MailDomain.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MailDomainStatus {
+    /// Standard conditions; `Ready` is true once the domain's rows and bucket exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The S3 bucket that holds this domain's message bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// DNS records to publish for this domain (MX, SPF, DMARC, DKIM, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_records: Vec<DnsRecord>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One DNS record to publish.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsRecord {
+    /// Fully qualified owner name, e.g. `example.com.` or `sel._domainkey.example.com.`.
+    pub name: String,
+    /// Record type: MX, TXT, SRV, CNAME.
+    #[serde(rename = "type")]
+    pub record_type: String,
+    /// Record data as a zone file writes it.
+    pub value: String,
+}

@@ -1,0 +1,17 @@
+//! The mail server: SMTP, IMAP and POP3 over one store (PostgreSQL metadata, S3 bodies).
+//! Pods hold no state, so any instance serves any user.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod context;
+pub mod embedded;
+pub mod imap;
+pub mod listener;
+pub mod pop3;
+pub mod server;
+pub mod smtp;
+pub mod store;
+
+pub use context::Context;
+pub use server::{Addresses, RunningServer};

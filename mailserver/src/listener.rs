@@ -1,0 +1,98 @@
+//! Accept loop: caps concurrent connections, hands each one to its protocol, drains on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::Context;
+
+/// The protocol a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Smtp,
+    Imap,
+    Pop3,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Smtp => "smtp",
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+        }
+    }
+
+    async fn handle(
+        self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        ctx: Arc<Context>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Protocol::Smtp => crate::smtp::handle(stream, peer, ctx).await,
+            Protocol::Imap => crate::imap::handle(stream, peer, ctx).await,
+            Protocol::Pop3 => crate::pop3::handle(stream, peer, ctx).await,
+        }
+    }
+}
+
+/// Most connections one listener serves at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// Serves `listener` until `shutdown` turns true, then waits for open connections to end.
+pub async fn serve(
+    listener: TcpListener,
+    protocol: Protocol,
+    ctx: Arc<Context>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff = Duration::from_millis(5);
+                pair
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                warn!(protocol = protocol.name(), %err, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let ctx = ctx.clone();
+        connections.spawn(async move {
+            debug!(protocol = protocol.name(), %peer, "connection opened");
+            if let Err(err) = protocol.handle(stream, peer, ctx).await {
+                debug!(protocol = protocol.name(), %peer, error = %err, "connection ended with error");
+            }
+            drop(permit);
+        });
+        // Reap finished tasks so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+    info!(
+        protocol = protocol.name(),
+        open = connections.len(),
+        "listener stopping"
+    );
+    while connections.join_next().await.is_some() {}
+}

@@ -1,0 +1,63 @@
+//! Binds the listeners and runs them until shut down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::Context;
+use crate::listener::{Protocol, serve};
+
+/// Where each protocol listens (port 0 picks a free port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Addresses {
+    pub smtp: SocketAddr,
+    pub imap: SocketAddr,
+    pub pop3: SocketAddr,
+}
+
+/// A server whose listeners are bound and accepting.
+pub struct RunningServer {
+    /// The addresses actually bound (ports resolved).
+    pub addresses: Addresses,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    /// Binds every listener (failing when one cannot be bound) and starts serving.
+    pub async fn start(ctx: Arc<Context>, addresses: Addresses) -> anyhow::Result<Self> {
+        let (shutdown, watch) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut bound = addresses;
+        for (protocol, addr, slot) in [
+            (Protocol::Smtp, addresses.smtp, &mut bound.smtp),
+            (Protocol::Imap, addresses.imap, &mut bound.imap),
+            (Protocol::Pop3, addresses.pop3, &mut bound.pop3),
+        ] {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen for {} on {addr}: {e}", protocol.name())
+            })?;
+            *slot = listener.local_addr()?;
+            tasks.spawn(serve(listener, protocol, ctx.clone(), watch.clone()));
+        }
+        Ok(Self {
+            addresses: bound,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting and waits for open connections to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Runs until the listeners stop (they stop only through [`RunningServer::shutdown`]).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

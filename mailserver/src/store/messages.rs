@@ -1,0 +1,205 @@
+//! Folders and the messages in them: what IMAP and POP3 read and change.
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError};
+
+/// An IMAP folder of a mailbox.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Folder {
+    pub id: i64,
+    pub mailbox_id: i64,
+    pub name: String,
+    /// `inbox`, `sent`, `drafts`, `trash`, `junk`, `archive`
+    pub special_use: Option<String>,
+    pub uid_validity: i64,
+    pub uid_next: i64,
+    pub highest_modseq: i64,
+    pub subscribed: bool,
+}
+
+/// A message's metadata; the body is read with [`Store::read_body`].
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct MessageMeta {
+    pub id: i64,
+    pub folder_id: i64,
+    pub uid: i64,
+    pub modseq: i64,
+    pub size: i64,
+    pub internal_date: DateTime<Utc>,
+    pub flags: Vec<String>,
+    pub bucket: String,
+    pub blob_key: String,
+}
+
+/// How STORE changes flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagMode {
+    Replace,
+    Add,
+    Remove,
+}
+
+const FOLDER_COLUMNS: &str =
+    "id, mailbox_id, name, special_use, uid_validity, uid_next, highest_modseq, subscribed";
+
+impl Store {
+    /// Every folder of the mailbox, INBOX first, then by name.
+    pub async fn folders(&self, mailbox_id: i64) -> Result<Vec<Folder>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {FOLDER_COLUMNS} FROM folders WHERE mailbox_id = $1
+              ORDER BY special_use IS DISTINCT FROM 'inbox', name"
+        ))
+        .bind(mailbox_id)
+        .fetch_all(&self.db)
+        .await?)
+    }
+
+    /// The folder called `name`; `INBOX` matches in any case, as IMAP requires.
+    pub async fn folder(&self, mailbox_id: i64, name: &str) -> Result<Option<Folder>, StoreError> {
+        let query = if name.eq_ignore_ascii_case("INBOX") {
+            format!(
+                "SELECT {FOLDER_COLUMNS} FROM folders WHERE mailbox_id = $1 AND special_use = 'inbox'"
+            )
+        } else {
+            format!("SELECT {FOLDER_COLUMNS} FROM folders WHERE mailbox_id = $1 AND name = $2")
+        };
+        Ok(sqlx::query_as(&query)
+            .bind(mailbox_id)
+            .bind(name)
+            .fetch_optional(&self.db)
+            .await?)
+    }
+
+    /// The messages of a folder in UID order.
+    pub async fn messages(&self, folder_id: i64) -> Result<Vec<MessageMeta>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT m.id, m.folder_id, m.uid, m.modseq, m.size, m.internal_date, m.flags,
+                    b.bucket, b.key AS blob_key
+               FROM messages m JOIN blobs b ON b.id = m.blob_id
+              WHERE m.folder_id = $1 ORDER BY m.uid",
+        )
+        .bind(folder_id)
+        .fetch_all(&self.db)
+        .await?)
+    }
+
+    /// The message's bytes exactly as they were delivered.
+    pub async fn read_body(&self, message: &MessageMeta) -> Result<Vec<u8>, StoreError> {
+        self.blobs
+            .get(&message.bucket, &message.blob_key)
+            .await?
+            .ok_or_else(|| StoreError::MissingBlob {
+                bucket: message.bucket.clone(),
+                key: message.blob_key.clone(),
+            })
+    }
+
+    /// Changes the flags of the given UIDs of a folder and returns each changed message's UID
+    /// with its new flags. Flags are kept as IMAP writes them (`\Seen`, `$Forwarded`).
+    pub async fn store_flags(
+        &self,
+        folder_id: i64,
+        uids: &[i64],
+        mode: FlagMode,
+        flags: &[String],
+    ) -> Result<Vec<(i64, Vec<String>)>, StoreError> {
+        let new_flags = match mode {
+            FlagMode::Replace => "ARRAY(SELECT DISTINCT unnest($3::text[]) ORDER BY 1)",
+            FlagMode::Add => "ARRAY(SELECT DISTINCT unnest(flags || $3::text[]) ORDER BY 1)",
+            FlagMode::Remove => {
+                "ARRAY(SELECT unnest(flags) EXCEPT SELECT unnest($3::text[]) ORDER BY 1)"
+            }
+        };
+        let mut tx = self.db.begin().await?;
+        let modseq: i64 = sqlx::query_scalar(
+            "UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1 RETURNING highest_modseq",
+        )
+        .bind(folder_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let rows: Vec<(i64, Vec<String>)> = sqlx::query_as(&format!(
+            "UPDATE messages SET flags = {new_flags}, modseq = $4
+              WHERE folder_id = $1 AND uid = ANY($2)
+              RETURNING uid, flags"
+        ))
+        .bind(folder_id)
+        .bind(uids)
+        .bind(flags)
+        .bind(modseq)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut rows = rows;
+        rows.sort_by_key(|(uid, _)| *uid);
+        Ok(rows)
+    }
+
+    /// Removes the folder's messages flagged `\Deleted` (only those among `uids` when given) and
+    /// returns their UIDs in ascending order.
+    pub async fn expunge(
+        &self,
+        folder_id: i64,
+        uids: Option<&[i64]>,
+    ) -> Result<Vec<i64>, StoreError> {
+        let doomed: Vec<i64> = sqlx::query_scalar(
+            "SELECT uid FROM messages
+              WHERE folder_id = $1 AND '\\Deleted' = ANY(flags)
+                AND ($2::bigint[] IS NULL OR uid = ANY($2))
+              ORDER BY uid",
+        )
+        .bind(folder_id)
+        .bind(uids)
+        .fetch_all(&self.db)
+        .await?;
+        self.delete_messages(folder_id, &doomed).await
+    }
+
+    /// Removes the given messages of a folder whatever their flags (POP3 `DELE` at `QUIT`) and
+    /// returns the UIDs that were there, ascending. Quota and blob references shrink with them.
+    pub async fn delete_messages(
+        &self,
+        folder_id: i64,
+        uids: &[i64],
+    ) -> Result<Vec<i64>, StoreError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.db.begin().await?;
+        let removed: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+            "DELETE FROM messages WHERE folder_id = $1 AND uid = ANY($2)
+              RETURNING uid, mailbox_id, blob_id, size",
+        )
+        .bind(folder_id)
+        .bind(uids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (_, mailbox_id, blob_id, size) in &removed {
+            sqlx::query("UPDATE blobs SET refcount = refcount - 1 WHERE id = $1")
+                .bind(blob_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE mailboxes SET used_bytes = GREATEST(used_bytes - $2, 0) WHERE id = $1",
+            )
+            .bind(mailbox_id)
+            .bind(size)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((_, mailbox_id, _, _)) = removed.first() {
+            sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1")
+                .bind(folder_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT pg_notify('mailbox_changed', $1)")
+                .bind(mailbox_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let mut uids: Vec<i64> = removed.into_iter().map(|(uid, ..)| uid).collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+}

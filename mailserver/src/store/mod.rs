@@ -1,0 +1,51 @@
+//! Mail storage: metadata in PostgreSQL, bodies in the blob store.
+//!
+//! Every protocol reads and writes mail through [`Store`]. Delivery is two-phase: the body is
+//! put into the blob store first, then the rows are written in one transaction; only after the
+//! commit may a protocol report success.
+
+mod delivery;
+mod messages;
+mod recipients;
+
+pub use delivery::Delivered;
+pub use messages::{FlagMode, Folder, MessageMeta};
+pub use recipients::{Recipient, normalize_address};
+
+use std::sync::Arc;
+
+use mail_blobstore::{BlobError, BlobStore};
+use sqlx::PgPool;
+
+/// A store failure. Protocols answer these with a temporary error (4xx, `NO [UNAVAILABLE]`,
+/// `-ERR`): none of them is the client's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("blob store: {0}")]
+    Blob(#[from] BlobError),
+    #[error("message body {bucket}/{key} is missing from the blob store")]
+    MissingBlob { bucket: String, key: String },
+}
+
+/// Handle to the mail store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: PgPool,
+    blobs: Arc<dyn BlobStore>,
+}
+
+impl Store {
+    pub fn new(db: PgPool, blobs: Arc<dyn BlobStore>) -> Self {
+        Self { db, blobs }
+    }
+
+    pub fn db(&self) -> &PgPool {
+        &self.db
+    }
+
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+}
