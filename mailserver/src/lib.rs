@@ -5,7 +5,7 @@
 pub mod auth;
 pub mod config;
 pub mod context;
-pub mod embedded;
+pub mod bootstrap;
 pub mod imap;
 pub mod listener;
 pub mod pop3;

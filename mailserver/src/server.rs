@@ -10,6 +10,9 @@ use tokio::task::JoinSet;
 use crate::Context;
 use crate::listener::{Protocol, serve};
 
+/// How long shutdown waits for open connections (an IMAP client may idle for hours).
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where each protocol listens (port 0 picks a free port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Addresses {
@@ -50,10 +53,15 @@ impl RunningServer {
         })
     }
 
-    /// Stops accepting and waits for open connections to finish.
+    /// Stops accepting and waits for open connections to finish, at most [`DRAIN_TIME`];
+    /// connections still open then are cut.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(DRAIN_TIME, drain).await.is_err() {
+            tracing::warn!("connections still open after {DRAIN_TIME:?}; closing them");
+            self.tasks.shutdown().await;
+        }
     }
 
     /// Runs until the listeners stop (they stop only through [`RunningServer::shutdown`]).

@@ -1,0 +1,111 @@
+//! The embedded default as `scripts/run.sh` starts it: the real binary, its own PostgreSQL from
+//! the system's binaries, the filesystem blob store, `examples/` applied. Real clients (Python's
+//! smtplib, imaplib, poplib) use the logins it prints.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Kills the server if the test fails half-way.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn embedded_default_serves_the_examples() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailserver"))
+        .current_dir(repo())
+        .args([
+            "--ephemeral",
+            "--manifests",
+            "examples",
+            "--smtp-listen",
+            "127.0.0.1:0",
+            "--imap-listen",
+            "127.0.0.1:0",
+            "--pop3-listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mailserver binary starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut server = Server(child);
+
+    let (mut smtp, mut imap, mut pop3) = (None, None, None);
+    let mut logins = Vec::new();
+    let mut ready = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("utf-8 stdout");
+        if let Some(addr) = line.strip_prefix("SMTP listening on ") {
+            smtp = Some(addr.to_string());
+        } else if let Some(addr) = line.strip_prefix("IMAP listening on ") {
+            imap = Some(addr.to_string());
+        } else if let Some(addr) = line.strip_prefix("POP3 listening on ") {
+            pop3 = Some(addr.to_string());
+        } else if let Some(rest) = line.strip_prefix("login: ") {
+            let (user, password) = rest.split_once(" password: ").expect("login line");
+            logins.push((user.to_string(), password.to_string()));
+        } else if line == "ready" {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready, "the server exited before it printed `ready`");
+    let (smtp, imap, pop3) = (
+        smtp.expect("SMTP line"),
+        imap.expect("IMAP line"),
+        pop3.expect("POP3 line"),
+    );
+    let alice = logins
+        .iter()
+        .find(|(user, _)| user == "alice@example.test")
+        .expect("alice's login is printed");
+    assert!(
+        logins.iter().any(|(user, _)| user == "bob@example.test"),
+        "bob's login is printed: {logins:?}"
+    );
+
+    let output = Command::new("python3")
+        .arg(repo().join("e2e/clients/roundtrip.py"))
+        .args(["--smtp", &smtp, "--imap", &imap, "--pop3", &pop3])
+        .args(["--user", &alice.0, "--password", &alice.1])
+        .args(["--unknown", "nobody@example.test"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "roundtrip failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A clean stop on SIGTERM, as Kubernetes sends it.
+    let pid = server.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.0.try_wait().expect("status") {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

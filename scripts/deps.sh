@@ -1,0 +1,43 @@
+# Installs, when missing, what running and testing the product need on Debian. Sourced by
+# scripts/run.sh and scripts/test.sh (and so by .ci/run); every step is idempotent.
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "==> installing Debian packages: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    # Keep packages from starting their own daemons on the standard ports.
+    local policy=/usr/sbin/policy-rc.d made_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod +x "$policy"
+        made_policy=1
+    fi
+    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+        --no-install-recommends "${missing[@]}"
+    [ -z "$made_policy" ] || $sudo rm -f "$policy"
+}
+
+# What the embedded default needs: PostgreSQL's server binaries.
+ensure_run_deps() {
+    apt_install postgresql
+}
+
+# What the test suite needs on top: Python for the real mail clients, Garage for S3.
+ensure_test_deps() {
+    ensure_run_deps
+    apt_install python3 ca-certificates
+    if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
+        echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"
+        cargo install garage --locked
+    fi
+}
+
+# One build cache outside the clone, so later runs are incremental.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kubemail/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
