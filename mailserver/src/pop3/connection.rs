@@ -73,14 +73,20 @@ pub async fn run<S>(stream: S, ctx: Arc<Context>) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    serve(stream, ctx, IDLE_TIMEOUT).await
+}
+
+async fn serve<S>(stream: S, ctx: Arc<Context>, idle: Duration) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let (reader, writer) = tokio::io::split(stream);
     let mut reader = BufReader::new(reader);
     let mut writer = BufWriter::new(writer);
     let mut session = Session::new(&ctx.settings.hostname);
     send(&mut writer, &session.greeting()).await?;
     loop {
-        let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut reader, MAX_LINE)).await
-        {
+        let line = match tokio::time::timeout(idle, read_line(&mut reader, MAX_LINE)).await {
             Ok(line) => line?,
             Err(_) => {
                 // RFC 1939: a timed-out session closes without entering UPDATE.
@@ -204,6 +210,7 @@ async fn send<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn lines() {
@@ -262,5 +269,78 @@ mod tests {
             read_line(&mut reader, MAX_LINE).await.unwrap(),
             Line::Complete(b"NOOP".to_vec())
         );
+    }
+
+    /// A context whose database does not answer: enough for everything before a login, and
+    /// for checking that a store failure becomes `[SYS/TEMP]`.
+    fn unreachable_store() -> Arc<Context> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .expect("url parses");
+        let blobs = Arc::new(mail_blobstore::FsBlobStore::new("/nonexistent"));
+        Arc::new(Context {
+            store: crate::store::Store::new(pool.clone(), blobs),
+            auth: crate::auth::Authenticator::new(pool),
+            settings: crate::context::Settings {
+                hostname: "mx.test".into(),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Sends `input`, then reads everything the server says until it closes.
+    async fn converse(input: &[u8], idle: Duration) -> String {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let task = tokio::spawn(serve(server, unreachable_store(), idle));
+        client.write_all(input).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut out))
+            .await
+            .expect("server closes")
+            .unwrap();
+        task.await.unwrap().unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn conversations() {
+        let long = format!("{}\r\nNOOP\r\nQUIT\r\n", "x".repeat(MAX_LINE));
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "idle timeout closes",
+                b"CAPA\r\n".to_vec(),
+                "+OK mx.test POP3 server ready\r\n+OK capability list follows\r\nTOP\r\nUIDL\r\n\
+                 USER\r\nSASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n\
+                 IMPLEMENTATION kubemail\r\n.\r\n-ERR idle timeout, closing\r\n",
+            ),
+            (
+                "long line is refused, the session goes on",
+                long.into_bytes(),
+                "+OK mx.test POP3 server ready\r\n-ERR line too long\r\n\
+                 -ERR not allowed before login\r\n+OK mx.test POP3 server signing off\r\n",
+            ),
+            (
+                "store down at login",
+                b"USER a@b\r\nPASS c\r\nQUIT\r\n".to_vec(),
+                "+OK mx.test POP3 server ready\r\n+OK send PASS\r\n\
+                 -ERR [SYS/TEMP] mail store unavailable, try again later\r\n\
+                 +OK mx.test POP3 server signing off\r\n",
+            ),
+            (
+                "sasl over the wire, store down",
+                b"AUTH PLAIN\r\nAGEAYg==\r\nQUIT\r\n".to_vec(),
+                "+OK mx.test POP3 server ready\r\n+ \r\n\
+                 -ERR [SYS/TEMP] mail store unavailable, try again later\r\n\
+                 +OK mx.test POP3 server signing off\r\n",
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(
+                converse(&input, Duration::from_millis(300)).await,
+                want,
+                "{name}"
+            );
+        }
     }
 }
