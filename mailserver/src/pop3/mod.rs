@@ -1,17 +1,27 @@
-//! POP3: placeholder until the protocol lands.
+//! POP3 (RFC 1939) with CAPA (RFC 2449), response codes (RFC 3206) and AUTH PLAIN (RFC 5034).
+//! The maildrop is the mailbox's INBOX, snapshotted at login; messages marked with DELE are
+//! removed only when the client says QUIT.
+
+mod command;
+mod connection;
+mod maildrop;
+mod reply;
+mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
 
 use crate::Context;
 
 /// Serves one POP3 connection until the client leaves.
-pub async fn handle<S>(mut stream: S, _peer: SocketAddr, _ctx: Arc<Context>) -> anyhow::Result<()>
+pub async fn handle<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    stream.write_all(b"not implemented\r\n").await?;
-    Ok(())
+    connection::run(stream, ctx)
+        .instrument(tracing::debug_span!("pop3", %peer))
+        .await
 }
