@@ -9,7 +9,7 @@ use mail_blobstore::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
 use mail_localpg::{LocalPostgres, Options as PgOptions};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 
@@ -137,14 +137,33 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Applies the manifests of `dir` by the operator's reconcile core (local mode) and returns
+/// the logins whose Secrets hold a plain password, for the embedded default to print.
 async fn apply_manifests(
     pool: &PgPool,
     blobs: &dyn BlobStore,
     dir: &Path,
     bucket_prefix: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
-    let _ = (pool, blobs, dir, bucket_prefix);
-    anyhow::bail!("manifests: waiting for the provision crate")
+    let loaded = mail_provision::manifests::load_dir(dir)?;
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    let options = mail_provision::Options {
+        bucket_prefix: bucket_prefix.to_string(),
+    };
+    let report = mail_provision::sync(pool, blobs, &loaded.desired, &options).await?;
+    info!(?report, dir = %dir.display(), "manifests applied");
+    let desired = &loaded.desired;
+    Ok(desired
+        .mailboxes
+        .iter()
+        .filter_map(|mailbox| {
+            let password = std::str::from_utf8(desired.password_of(mailbox)?).ok()?;
+            (!password.starts_with("$argon2"))
+                .then(|| (mailbox.spec.address.to_lowercase(), password.to_string()))
+        })
+        .collect())
 }
 
 #[cfg(test)]
