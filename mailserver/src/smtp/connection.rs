@@ -34,7 +34,7 @@ where
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        while let Some(action) = session.next() {
+        while let Some(action) = session.next_action() {
             match action {
                 Action::Reply(reply) => reply.write_to(&mut out),
                 Action::Lookup(address) => {

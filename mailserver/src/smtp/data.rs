@@ -139,7 +139,11 @@ mod tests {
     use super::*;
 
     /// Feeds `input` in every two-piece split and checks each gives the same outcome.
-    fn receive(input: &[u8], max_size: usize, max_line: usize) -> (Result<Vec<u8>, DataError>, usize) {
+    fn receive(
+        input: &[u8],
+        max_size: usize,
+        max_line: usize,
+    ) -> (Result<Vec<u8>, DataError>, usize) {
         let whole = {
             let mut r = DataReceiver::new(max_size, max_line);
             match r.feed(input) {
@@ -195,7 +199,11 @@ mod tests {
         ] {
             let (got, used) = receive(input.as_bytes(), 1000, 1000);
             assert_eq!(got, want, "{input:?}");
-            let consumed = if want == unfinished() { input.len() } else { consumed };
+            let consumed = if want == unfinished() {
+                input.len()
+            } else {
+                consumed
+            };
             assert_eq!(used, consumed, "{input:?}");
         }
     }
@@ -203,15 +211,36 @@ mod tests {
     #[test]
     fn limits() {
         // Size counts stored bytes: 6 fits in 6, not in 5; the data is still read to its end.
-        assert_eq!(receive(b"abcd\r\n.\r\nX", 6, 100), (Ok(b"abcd\r\n".to_vec()), 9));
-        assert_eq!(receive(b"abcd\r\n.\r\nX", 5, 100), (Err(DataError::TooBig), 9));
+        assert_eq!(
+            receive(b"abcd\r\n.\r\nX", 6, 100),
+            (Ok(b"abcd\r\n".to_vec()), 9)
+        );
+        assert_eq!(
+            receive(b"abcd\r\n.\r\nX", 5, 100),
+            (Err(DataError::TooBig), 9)
+        );
         // Line length counts the CRLF; a stuffed dot does not count twice.
-        assert_eq!(receive(b"abc\r\n.\r\n", 100, 5), (Ok(b"abc\r\n".to_vec()), 8));
-        assert_eq!(receive(b"abcd\r\n.\r\n", 100, 5), (Err(DataError::LineTooLong), 9));
-        assert_eq!(receive(b"..bc\r\n.\r\n", 100, 5), (Ok(b".bc\r\n".to_vec()), 9));
+        assert_eq!(
+            receive(b"abc\r\n.\r\n", 100, 5),
+            (Ok(b"abc\r\n".to_vec()), 8)
+        );
+        assert_eq!(
+            receive(b"abcd\r\n.\r\n", 100, 5),
+            (Err(DataError::LineTooLong), 9)
+        );
+        assert_eq!(
+            receive(b"..bc\r\n.\r\n", 100, 5),
+            (Ok(b".bc\r\n".to_vec()), 9)
+        );
         // Bare line breaks start a new stored line.
-        assert_eq!(receive(b"abc\nabc\r\n.\r\n", 100, 5).0, Ok(b"abc\r\nabc\r\n".to_vec()));
+        assert_eq!(
+            receive(b"abc\nabc\r\n.\r\n", 100, 5).0,
+            Ok(b"abc\r\nabc\r\n".to_vec())
+        );
         // The first limit hit is the one reported.
-        assert_eq!(receive(b"abcdefgh\r\n.\r\n", 4, 5).0, Err(DataError::LineTooLong));
+        assert_eq!(
+            receive(b"abcdefgh\r\n.\r\n", 4, 5).0,
+            Err(DataError::LineTooLong)
+        );
     }
 }

@@ -117,7 +117,10 @@ impl Session {
     }
 
     pub(super) fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>) {
-        let Some((smtputf8, accepted)) = self.tx.as_ref().map(|tx| (tx.smtputf8, tx.recipients.len()))
+        let Some((smtputf8, accepted)) = self
+            .tx
+            .as_ref()
+            .map(|tx| (tx.smtputf8, tx.recipients.len()))
         else {
             return self.reject(Reject::BadSequence("send MAIL first"));
         };
@@ -225,13 +228,37 @@ mod tests {
     #[test]
     fn rcpt_parameters_and_quota() {
         for (name, rcpt, reply) in [
-            ("NOTIFY", "<alice@example.test> NOTIFY=NEVER", "555 5.5.4 parameter NOTIFY not supported"),
-            ("ORCPT", "<alice@example.test> ORCPT=rfc822;a@b.test", "555 5.5.4 parameter ORCPT not supported"),
-            ("bad address", "<alice@@example.test>", "501 5.1.3 bad recipient address syntax"),
-            ("no brackets", "alice@example.test", "501 5.5.4 syntax: RCPT TO:<forward-path> [parameters]"),
+            (
+                "NOTIFY",
+                "<alice@example.test> NOTIFY=NEVER",
+                "555 5.5.4 parameter NOTIFY not supported",
+            ),
+            (
+                "ORCPT",
+                "<alice@example.test> ORCPT=rfc822;a@b.test",
+                "555 5.5.4 parameter ORCPT not supported",
+            ),
+            (
+                "bad address",
+                "<alice@@example.test>",
+                "501 5.1.3 bad recipient address syntax",
+            ),
+            (
+                "no brackets",
+                "alice@example.test",
+                "501 5.5.4 syntax: RCPT TO:<forward-path> [parameters]",
+            ),
             // A mailbox at its quota takes nothing more, even without SIZE=.
-            ("full mailbox", "<full@example.test>", "552 5.2.2 <full@example.test>: mailbox full"),
-            ("room for small mail", "<small@example.test>", "250 2.1.5 Ok"),
+            (
+                "full mailbox",
+                "<full@example.test>",
+                "552 5.2.2 <full@example.test>: mailbox full",
+            ),
+            (
+                "room for small mail",
+                "<small@example.test>",
+                "250 2.1.5 Ok",
+            ),
         ] {
             let outcome = run(&format!("{EHLO_MAIL}RCPT TO:{rcpt}\r\n"));
             assert_eq!(

@@ -37,7 +37,11 @@ impl Reply {
 
     /// `221 2.0.0 <host> closing connection`
     pub fn bye(hostname: &str) -> Self {
-        Self::new(221, Some([2, 0, 0]), format!("{hostname} closing connection"))
+        Self::new(
+            221,
+            Some([2, 0, 0]),
+            format!("{hostname} closing connection"),
+        )
     }
 
     /// `354` after DATA (no enhanced code: RFC 2034 gives them to 2xx, 4xx and 5xx only).
@@ -48,16 +52,13 @@ impl Reply {
     /// The multi-line EHLO reply: the greeting line, then one extension keyword a line.
     pub fn ehlo(hostname: &str, client: &str, max_message_size: usize) -> Self {
         let mut lines = vec![format!("{hostname} greets {client}")];
-        lines.extend(
-            [
-                "PIPELINING".to_string(),
-                format!("SIZE {max_message_size}"),
-                "8BITMIME".to_string(),
-                "ENHANCEDSTATUSCODES".to_string(),
-                "SMTPUTF8".to_string(),
-            ]
-            .into_iter(),
-        );
+        lines.extend([
+            "PIPELINING".to_string(),
+            format!("SIZE {max_message_size}"),
+            "8BITMIME".to_string(),
+            "ENHANCEDSTATUSCODES".to_string(),
+            "SMTPUTF8".to_string(),
+        ]);
         Self {
             code: 250,
             enhanced: None,
@@ -187,12 +188,18 @@ impl Reject {
                 [6, 0],
                 format!("message has a line longer than {max} bytes"),
             ),
-            Reject::MailboxUnavailable(addr) => (50, [1, 1], format!("<{addr}>: mailbox unavailable")),
+            Reject::MailboxUnavailable(addr) => {
+                (50, [1, 1], format!("<{addr}>: mailbox unavailable"))
+            }
             Reject::RelayDenied(addr) => (50, [7, 1], format!("<{addr}>: relaying denied")),
             Reject::MailboxFull(addr) => (52, [2, 2], format!("<{addr}>: mailbox full")),
             Reject::TooManyRecipients => (52, [5, 3], "too many recipients".into()),
             Reject::NoValidRecipients => (54, [5, 1], "no valid recipients".into()),
-            Reject::LookupFailed => (51, [3, 0], "recipient lookup failed, try again later".into()),
+            Reject::LookupFailed => (
+                51,
+                [3, 0],
+                "recipient lookup failed, try again later".into(),
+            ),
             Reject::StoreFailed => (51, [3, 0], "message not stored, try again later".into()),
             Reject::TooManyErrors => (21, [7, 0], "too many errors, closing connection".into()),
             Reject::Timeout => (21, [4, 2], "timeout exceeded, closing connection".into()),
@@ -220,14 +227,35 @@ mod tests {
         let addr = || "a@b.test".to_string();
         for (reject, wire) in [
             (Reject::UnknownCommand, "500 5.5.1 command not recognized"),
-            (Reject::InvalidBytes, "500 5.5.2 command line is not valid UTF-8"),
+            (
+                Reject::InvalidBytes,
+                "500 5.5.2 command line is not valid UTF-8",
+            ),
             (Reject::LineTooLong, "500 5.5.2 line too long"),
-            (Reject::NotImplemented("BDAT"), "502 5.5.1 BDAT not implemented"),
-            (Reject::BadSequence("send MAIL first"), "503 5.5.1 send MAIL first"),
-            (Reject::Syntax("HELO domain"), "501 5.5.4 syntax: HELO domain"),
-            (Reject::BadSenderAddress, "501 5.1.7 bad sender address syntax"),
-            (Reject::BadRecipientAddress, "501 5.1.3 bad recipient address syntax"),
-            (Reject::InvalidParameter("SIZE"), "501 5.5.4 invalid SIZE parameter"),
+            (
+                Reject::NotImplemented("BDAT"),
+                "502 5.5.1 BDAT not implemented",
+            ),
+            (
+                Reject::BadSequence("send MAIL first"),
+                "503 5.5.1 send MAIL first",
+            ),
+            (
+                Reject::Syntax("HELO domain"),
+                "501 5.5.4 syntax: HELO domain",
+            ),
+            (
+                Reject::BadSenderAddress,
+                "501 5.1.7 bad sender address syntax",
+            ),
+            (
+                Reject::BadRecipientAddress,
+                "501 5.1.3 bad recipient address syntax",
+            ),
+            (
+                Reject::InvalidParameter("SIZE"),
+                "501 5.5.4 invalid SIZE parameter",
+            ),
             (
                 Reject::UnsupportedParameter("RET".into()),
                 "555 5.5.4 parameter RET not supported",
@@ -248,8 +276,14 @@ mod tests {
                 Reject::MailboxUnavailable(addr()),
                 "550 5.1.1 <a@b.test>: mailbox unavailable",
             ),
-            (Reject::RelayDenied(addr()), "550 5.7.1 <a@b.test>: relaying denied"),
-            (Reject::MailboxFull(addr()), "552 5.2.2 <a@b.test>: mailbox full"),
+            (
+                Reject::RelayDenied(addr()),
+                "550 5.7.1 <a@b.test>: relaying denied",
+            ),
+            (
+                Reject::MailboxFull(addr()),
+                "552 5.2.2 <a@b.test>: mailbox full",
+            ),
             (Reject::TooManyRecipients, "452 4.5.3 too many recipients"),
             (Reject::NoValidRecipients, "554 5.5.1 no valid recipients"),
             (
@@ -264,7 +298,10 @@ mod tests {
                 Reject::TooManyErrors,
                 "421 4.7.0 too many errors, closing connection",
             ),
-            (Reject::Timeout, "421 4.4.2 timeout exceeded, closing connection"),
+            (
+                Reject::Timeout,
+                "421 4.4.2 timeout exceeded, closing connection",
+            ),
             (Reject::ShuttingDown, "421 4.3.2 service shutting down"),
         ] {
             let reply = reject.reply();
@@ -272,7 +309,11 @@ mod tests {
             // The basic and enhanced codes agree, and both follow temporary().
             let class = if reject.temporary() { 4 } else { 5 };
             assert_eq!(reply.code / 100, class, "{reject:?}");
-            assert_eq!(reply.enhanced.map(|e| e[0]), Some(class as u8), "{reject:?}");
+            assert_eq!(
+                reply.enhanced.map(|e| e[0]),
+                Some(class as u8),
+                "{reject:?}"
+            );
         }
     }
 
@@ -281,7 +322,10 @@ mod tests {
         for (reply, wire) in [
             (Reply::greeting("mx.test"), "220 mx.test ESMTP ready\r\n"),
             (Reply::ok("Ok"), "250 2.0.0 Ok\r\n"),
-            (Reply::start_data(), "354 End data with <CR><LF>.<CR><LF>\r\n"),
+            (
+                Reply::start_data(),
+                "354 End data with <CR><LF>.<CR><LF>\r\n",
+            ),
             (
                 Reply::ehlo("mx.test", "client.test", 1000),
                 "250-mx.test greets client.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n\

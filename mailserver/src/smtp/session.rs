@@ -1,6 +1,6 @@
 //! The SMTP session as a state machine without sockets.
 //!
-//! The connection [`Session::feed`]s it bytes and takes [`Action`]s from [`Session::next`] until
+//! The connection [`Session::feed`]s it bytes and takes [`Action`]s from [`Session::next_action`] until
 //! it returns `None` (more input needed, or a lookup or delivery outstanding). Replies come out in
 //! command order, so pipelined commands (RFC 2920) need nothing special. A recipient lookup or a
 //! delivery pauses the session until the connection reports the outcome with
@@ -137,7 +137,7 @@ impl Session {
     }
 
     /// The next thing to do, or `None` when the session waits for input or an outcome.
-    pub fn next(&mut self) -> Option<Action> {
+    pub fn next_action(&mut self) -> Option<Action> {
         loop {
             if let Some(action) = self.out.pop_front() {
                 return Some(action);
@@ -402,7 +402,6 @@ fn parse_reject(error: ParseError) -> Reject {
     }
 }
 
-
 #[cfg(test)]
 pub(in crate::smtp) mod tests {
 
@@ -469,7 +468,7 @@ pub(in crate::smtp) mod tests {
         let mut deliveries = Vec::new();
         let mut chunks = input.chunks(chunk.max(1));
         loop {
-            while let Some(action) = session.next() {
+            while let Some(action) = session.next_action() {
                 match action {
                     Action::Reply(reply) => transcript.push_str(&reply.to_wire()),
                     Action::Lookup(address) => session.lookup_done(directory(&address)),
@@ -648,11 +647,14 @@ pub(in crate::smtp) mod tests {
             (Session::shutting_down, "421 4.3.2 service shutting down"),
         ] {
             let mut session = Session::new("mx.test", "192.0.2.1".parse().unwrap(), limits());
-            assert_eq!(session.next(), Some(Action::Reply(Reply::greeting("mx.test"))));
+            assert_eq!(
+                session.next_action(),
+                Some(Action::Reply(Reply::greeting("mx.test")))
+            );
             session.feed(b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\n");
             stop(&mut session);
             let mut wire = String::new();
-            while let Some(action) = session.next() {
+            while let Some(action) = session.next_action() {
                 match action {
                     Action::Reply(reply) => wire.push_str(&reply.to_wire()),
                     Action::Close => wire.push_str("<close>"),
@@ -682,7 +684,10 @@ pub(in crate::smtp) mod tests {
         // One delivery for both recipients, trace headers + the unstuffed message.
         assert_eq!(outcome.deliveries.len(), 1);
         let delivery = &outcome.deliveries[0];
-        let want = format!("{}Subject: hi\r\n\r\n.dot\r\nbody\r\n", trace("ESMTP", "a@x.test"));
+        let want = format!(
+            "{}Subject: hi\r\n\r\n.dot\r\nbody\r\n",
+            trace("ESMTP", "a@x.test")
+        );
         assert_eq!(String::from_utf8_lossy(&delivery.message), want);
         let ids: Vec<i64> = delivery.recipients.iter().map(|r| r.mailbox_id).collect();
         assert_eq!(ids, [1, 2]);
@@ -730,14 +735,18 @@ pub(in crate::smtp) mod tests {
             let delivery = &outcome.deliveries[0];
             assert_eq!(delivery.recipients.len(), 1, "{end:?}");
             let text = String::from_utf8_lossy(&delivery.message);
-            assert!(text.contains("MAIL FROM:<evil@x.test>\r\n"), "{end:?}: {text}");
+            assert!(
+                text.contains("MAIL FROM:<evil@x.test>\r\n"),
+                "{end:?}: {text}"
+            );
             assert!(text.ends_with("evil\r\n"), "{end:?}: {text}");
         }
     }
 
     #[test]
     fn refused_messages() {
-        let start = "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n";
+        let start =
+            "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n";
         let accepted = format!(
             "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
         );
