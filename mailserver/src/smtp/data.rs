@@ -1,4 +1,5 @@
-//! The DATA receiver: dot-unstuffing, the end-of-data marker, size and line limits.
+//! DATA: the receiver (dot-unstuffing, the end-of-data marker, size and line limits) and the
+//! session's side of it (start, then refuse the message or ask for its delivery).
 //!
 //! Line endings, and why (SMTP smuggling, CVE-2023-51764/51765/51766): only CRLF ends a line,
 //! and only CRLF `.` CRLF ends the data. A bare LF or bare CR never ends a line, so vectors
@@ -7,6 +8,10 @@
 //! structure, each bare LF and bare CR is stored as CRLF (and starts a new stored line for the
 //! length limit), but for the protocol it is still inside the current line: a dot after it is
 //! not unstuffed and cannot end the data.
+
+use super::reply::{Reject, Reply};
+use super::session::{Action, Delivery, Mode as SessionMode, Session};
+use super::trace::{Trace, new_id};
 
 /// What the receiver made of the bytes it was given.
 #[derive(Debug, PartialEq, Eq)]
@@ -134,9 +139,76 @@ impl DataReceiver {
     }
 }
 
+/// DATA on the session's side: start the receiver, and at the end refuse the message or ask
+/// for its delivery.
+impl Session {
+    pub(super) fn data_start(&mut self) {
+        match &self.tx {
+            None => self.reject(Reject::BadSequence("send MAIL first")),
+            Some(tx) if tx.recipients.is_empty() => self.reject(Reject::NoValidRecipients),
+            Some(_) => {
+                self.reply(Reply::start_data());
+                self.mode = SessionMode::Data(Box::new(DataReceiver::new(
+                    self.limits.max_message_size,
+                    self.limits.max_data_line,
+                )));
+            }
+        }
+    }
+
+    /// The end of DATA: refuse, or hand the message over for delivery.
+    pub(super) fn data_end(&mut self, body: Result<Vec<u8>, DataError>) {
+        // The transaction ends with DATA's reply whatever it is.
+        let Some(tx) = self.tx.take() else {
+            return self.reject(Reject::BadSequence("send MAIL first"));
+        };
+        // MAIL needs a HELO first, so a transaction always has one.
+        let (helo, extended) = match &self.helo {
+            Some(helo) => (helo.name.clone(), helo.extended),
+            None => (String::new(), false),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(DataError::TooBig) => return self.reject(Reject::MessageTooBig),
+            Err(DataError::LineTooLong) => {
+                return self.reject(Reject::DataLineTooLong(self.limits.max_data_line));
+            }
+        };
+        let id = new_id();
+        let protocol = match (extended, tx.smtputf8) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "UTF8SMTP",
+        };
+        let mut message = Trace {
+            sender: &tx.sender,
+            helo: &helo,
+            peer: self.peer,
+            hostname: &self.hostname,
+            protocol,
+            id: &id,
+            date: (self.clock)(),
+        }
+        .headers();
+        message.extend_from_slice(&body);
+        let size = message.len() as u64;
+        if let Some(full) = tx.recipients.iter().find(|r| !r.fits(size)) {
+            // One reply covers every recipient, so one full mailbox refuses the message; the
+            // RCPT-time check with SIZE= usually catches this first.
+            return self.reject(Reject::MailboxFull(full.address.clone()));
+        }
+        self.ask(Action::Deliver(Delivery {
+            id,
+            message,
+            recipients: tx.recipients,
+        }));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::session::tests::{EHLO, GREETING, limits, run, run_with};
 
     /// Feeds `input` in every two-piece split and checks each gives the same outcome.
     fn receive(
@@ -209,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn limits() {
+    fn size_and_line_limits() {
         // Size counts stored bytes: 6 fits in 6, not in 5; the data is still read to its end.
         assert_eq!(
             receive(b"abcd\r\n.\r\nX", 6, 100),
@@ -242,5 +314,121 @@ mod tests {
             receive(b"abcdefgh\r\n.\r\n", 4, 5).0,
             Err(DataError::LineTooLong)
         );
+    }
+
+    fn trace(protocol: &str, sender: &str) -> String {
+        format!(
+            "Return-Path: <{sender}>\r\nReceived: from c.test ([192.0.2.1])\r\n\
+             \tby mx.test with {protocol} id ID;\r\n\tTue, 2 Jan 2024 03:04:05 +0000\r\n"
+        )
+    }
+
+    #[test]
+    fn delivery() {
+        let input = "EHLO c.test\r\nMAIL FROM:<a@x.test> SIZE=20 BODY=8BITMIME\r\n\
+                     RCPT TO:<alice@example.test>\r\nRCPT TO:<Bob@Example.test>\r\nDATA\r\n\
+                     Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n";
+        let outcome = run(input);
+        assert_eq!(
+            outcome.transcript,
+            format!(
+                "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n\
+                 354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ID\r\n\
+                 221 2.0.0 mx.test closing connection\r\n<close>"
+            )
+        );
+        // One delivery for both recipients, trace headers + the unstuffed message.
+        assert_eq!(outcome.deliveries.len(), 1);
+        let delivery = &outcome.deliveries[0];
+        let want = format!(
+            "{}Subject: hi\r\n\r\n.dot\r\nbody\r\n",
+            trace("ESMTP", "a@x.test")
+        );
+        assert_eq!(String::from_utf8_lossy(&delivery.message), want);
+        let ids: Vec<i64> = delivery.recipients.iter().map(|r| r.mailbox_id).collect();
+        assert_eq!(ids, [1, 2]);
+    }
+
+    #[test]
+    fn store_failure_is_temporary_and_the_session_goes_on() {
+        let input = "HELO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n\
+                     x\r\n.\r\nMAIL FROM:<>\r\n";
+        let outcome = run_with(input, limits(), false);
+        assert_eq!(
+            outcome.transcript,
+            format!(
+                "{GREETING}250 mx.test\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+                 354 End data with <CR><LF>.<CR><LF>\r\n\
+                 451 4.3.0 message not stored, try again later\r\n250 2.1.0 Ok\r\n"
+            )
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&outcome.deliveries[0].message),
+            format!("{}x\r\n", trace("SMTP", ""))
+        );
+    }
+
+    #[test]
+    fn smuggling_does_not_split_a_message() {
+        // Each vector tries to end DATA early and slip in a second transaction.
+        for end in ["\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r", "\r\n.\r"] {
+            let input = format!(
+                "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n\
+                 hello{end}MAIL FROM:<evil@x.test>\r\nRCPT TO:<Bob@Example.test>\r\nDATA\r\n\
+                 evil\r\n.\r\nQUIT\r\n"
+            );
+            let outcome = run(&input);
+            assert_eq!(
+                outcome.transcript,
+                format!(
+                    "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+                     354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ID\r\n\
+                     221 2.0.0 mx.test closing connection\r\n<close>"
+                ),
+                "{end:?}"
+            );
+            assert_eq!(outcome.deliveries.len(), 1, "{end:?}");
+            let delivery = &outcome.deliveries[0];
+            assert_eq!(delivery.recipients.len(), 1, "{end:?}");
+            let text = String::from_utf8_lossy(&delivery.message);
+            assert!(
+                text.contains("MAIL FROM:<evil@x.test>\r\n"),
+                "{end:?}: {text}"
+            );
+            assert!(text.ends_with("evil\r\n"), "{end:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn refused_messages() {
+        let start =
+            "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n";
+        let accepted = format!(
+            "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
+        for (name, body, reply) in [
+            (
+                "too big",
+                format!("{}\r\n.\r\n", "y\r\n".repeat(5000)),
+                "552 5.3.4 message exceeds the fixed maximum message size",
+            ),
+            (
+                "line too long",
+                format!("{}\r\n.\r\n", "y".repeat(199)),
+                "554 5.6.0 message has a line longer than 200 bytes",
+            ),
+        ] {
+            // The data is read to its end and the session stays usable.
+            let outcome = run(&format!("{start}{body}MAIL FROM:<a@x.test>\r\n"));
+            assert_eq!(
+                outcome.transcript,
+                format!("{accepted}{reply}\r\n250 2.1.0 Ok\r\n"),
+                "{name}"
+            );
+            assert!(outcome.deliveries.is_empty(), "{name}");
+        }
+        // 198 bytes and CRLF is the longest line allowed.
+        let outcome = run(&format!("{start}{}\r\n.\r\n", "y".repeat(198)));
+        assert_eq!(outcome.deliveries.len(), 1);
     }
 }
