@@ -1,17 +1,81 @@
-//! SMTP: placeholder until the protocol lands.
+//! Inbound SMTP (RFC 5321): an ESMTP server that delivers to local mailboxes and relays for
+//! no one.
+//!
+//! - [`session`]: the state machine. Bytes in, [`Action`]s out (replies, a recipient lookup, a
+//!   delivery); no sockets, so tests drive it with byte scripts.
+//! - [`envelope`]: MAIL and RCPT; [`data`]: the DATA receiver; [`trace`]: `Received` headers;
+//!   [`reply`]: every code and enhanced code.
+//! - [`connection`]: the loop between a socket, the session and the store, with the timeouts.
+//!
+//! STARTTLS, AUTH, BDAT and relaying answer `502` for now; the session keeps the hooks for them
+//! (one `match` arm each), and the checks of the delivery pipeline belong between the end of
+//! DATA and [`Action::Deliver`].
+
+pub mod connection;
+pub mod data;
+pub mod envelope;
+pub mod reply;
+pub mod session;
+pub mod trace;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use reply::{Reject, Reply};
+pub use session::{Action, Delivery, Lookup, Session};
 
 use crate::Context;
+use crate::context::Settings;
+
+/// The limits of one SMTP session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message accepted (the `SIZE` advertised), trace headers not counted.
+    pub max_message_size: usize,
+    /// Most accepted recipients of one transaction.
+    pub max_recipients: usize,
+    /// Longest command line, CRLF included. RFC 5321 says 512; extensions make lines longer.
+    pub max_command_line: usize,
+    /// Longest message line, CRLF included. RFC 5321 says 1000, but real mail breaks that, so
+    /// this is a lenient bound against abuse, not the RFC figure.
+    pub max_data_line: usize,
+    /// Refused commands after which the session is closed.
+    pub max_errors: usize,
+    /// How long the server waits for the client's next bytes (RFC 5321 section 4.5.3.2).
+    pub idle_timeout: Duration,
+    /// How long one connection may last in all.
+    pub session_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from_settings(&Settings::default())
+    }
+}
+
+impl Limits {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            max_message_size: settings.max_message_size,
+            max_recipients: settings.max_recipients,
+            max_command_line: 4096,
+            max_data_line: 32 * 1024,
+            max_errors: 20,
+            idle_timeout: Duration::from_secs(5 * 60),
+            session_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
 
 /// Serves one SMTP connection until the client leaves.
-pub async fn handle<S>(mut stream: S, _peer: SocketAddr, _ctx: Arc<Context>) -> anyhow::Result<()>
+pub async fn handle<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    stream.write_all(b"not implemented\r\n").await?;
-    Ok(())
+    let limits = Limits::from_settings(&ctx.settings);
+    // The listener has no shutdown signal for handlers yet; the session cap bounds a drain.
+    connection::serve(stream, peer, ctx, limits, std::future::pending()).await
 }

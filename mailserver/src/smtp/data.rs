@@ -1,0 +1,434 @@
+//! DATA: the receiver (dot-unstuffing, the end-of-data marker, size and line limits) and the
+//! session's side of it (start, then refuse the message or ask for its delivery).
+//!
+//! Line endings, and why (SMTP smuggling, CVE-2023-51764/51765/51766): only CRLF ends a line,
+//! and only CRLF `.` CRLF ends the data. A bare LF or bare CR never ends a line, so vectors
+//! such as `\n.\n`, `\r\n.\n`, `\n.\r\n` or `\r.\r` are message content and cannot end the
+//! message early and smuggle a second one past us. So that stored messages keep RFC 5322 line
+//! structure, each bare LF and bare CR is stored as CRLF (and starts a new stored line for the
+//! length limit), but for the protocol it is still inside the current line: a dot after it is
+//! not unstuffed and cannot end the data.
+
+use super::reply::{Reject, Reply};
+use super::session::{Action, Delivery, Mode as SessionMode, Session};
+use super::trace::{Trace, new_id};
+
+/// What the receiver made of the bytes it was given.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DataProgress {
+    /// Every byte was consumed; the data goes on.
+    More,
+    /// The end-of-data marker was found after `consumed` bytes of the input; the rest belongs
+    /// to the next command.
+    Done { consumed: usize },
+}
+
+/// Why a complete message is refused (after its end was read, so the dialogue stays in step).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataError {
+    TooBig,
+    LineTooLong,
+}
+
+/// Receives the message after `354`, one chunk of bytes at a time, in any split.
+#[derive(Debug)]
+pub struct DataReceiver {
+    message: Vec<u8>,
+    max_size: usize,
+    max_line: usize,
+    /// At the start of a CRLF-delimited line (the DATA command's CRLF counts).
+    line_start: bool,
+    /// The line so far is only the dot removed by unstuffing.
+    dot_only: bool,
+    /// The previous byte was a CR, not yet known to be part of CRLF.
+    cr: bool,
+    /// Bytes of the current stored line, without its CRLF.
+    line_len: usize,
+    error: Option<DataError>,
+}
+
+impl DataReceiver {
+    /// `max_size`: largest message kept; `max_line`: longest line, CRLF included.
+    pub fn new(max_size: usize, max_line: usize) -> Self {
+        Self {
+            message: Vec::new(),
+            max_size,
+            max_line,
+            line_start: true,
+            dot_only: false,
+            cr: false,
+            line_len: 0,
+            error: None,
+        }
+    }
+
+    /// Feeds bytes of the data. After `Done`, take the result with [`DataReceiver::finish`].
+    pub fn feed(&mut self, input: &[u8]) -> DataProgress {
+        for (i, &b) in input.iter().enumerate() {
+            if self.cr {
+                self.cr = false;
+                if b == b'\n' {
+                    if self.dot_only {
+                        return DataProgress::Done { consumed: i + 1 };
+                    }
+                    self.push_line_break();
+                    self.line_start = true;
+                    continue;
+                }
+                // A bare CR: content, stored as a line break.
+                self.push_line_break();
+            }
+            if self.line_start && b == b'.' {
+                // Dot-unstuffing: the first dot of a line is dropped; alone, it ends the data.
+                self.line_start = false;
+                self.dot_only = true;
+                continue;
+            }
+            self.line_start = false;
+            match b {
+                b'\r' => self.cr = true,
+                b'\n' => {
+                    // A bare LF: content, stored as a line break.
+                    self.dot_only = false;
+                    self.push_line_break();
+                }
+                _ => {
+                    self.dot_only = false;
+                    self.line_len += 1;
+                    if self.line_len + 2 > self.max_line {
+                        self.fail(DataError::LineTooLong);
+                    }
+                    self.push(&[b]);
+                }
+            }
+        }
+        DataProgress::More
+    }
+
+    /// The unstuffed message with CRLF line endings, or why it is refused.
+    pub fn finish(self) -> Result<Vec<u8>, DataError> {
+        match self.error {
+            Some(error) => Err(error),
+            None => Ok(self.message),
+        }
+    }
+
+    fn push_line_break(&mut self) {
+        self.dot_only = false;
+        self.line_len = 0;
+        self.push(b"\r\n");
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.message.len() + bytes.len() > self.max_size {
+            self.fail(DataError::TooBig);
+            return;
+        }
+        self.message.extend_from_slice(bytes);
+    }
+
+    /// Keeps reading to the end marker but stores nothing more.
+    fn fail(&mut self, error: DataError) {
+        if self.error.is_none() {
+            self.error = Some(error);
+            self.message = Vec::new();
+        }
+    }
+}
+
+/// DATA on the session's side: start the receiver, and at the end refuse the message or ask
+/// for its delivery.
+impl Session {
+    pub(super) fn data_start(&mut self) {
+        match &self.tx {
+            None => self.reject(Reject::BadSequence("send MAIL first")),
+            Some(tx) if tx.recipients.is_empty() => self.reject(Reject::NoValidRecipients),
+            Some(_) => {
+                self.reply(Reply::start_data());
+                self.mode = SessionMode::Data(Box::new(DataReceiver::new(
+                    self.limits.max_message_size,
+                    self.limits.max_data_line,
+                )));
+            }
+        }
+    }
+
+    /// The end of DATA: refuse, or hand the message over for delivery.
+    pub(super) fn data_end(&mut self, body: Result<Vec<u8>, DataError>) {
+        // The transaction ends with DATA's reply whatever it is.
+        let Some(tx) = self.tx.take() else {
+            return self.reject(Reject::BadSequence("send MAIL first"));
+        };
+        // MAIL needs a HELO first, so a transaction always has one.
+        let (helo, extended) = match &self.helo {
+            Some(helo) => (helo.name.clone(), helo.extended),
+            None => (String::new(), false),
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(DataError::TooBig) => return self.reject(Reject::MessageTooBig),
+            Err(DataError::LineTooLong) => {
+                return self.reject(Reject::DataLineTooLong(self.limits.max_data_line));
+            }
+        };
+        let id = new_id();
+        let protocol = match (extended, tx.smtputf8) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "UTF8SMTP",
+        };
+        let mut message = Trace {
+            sender: &tx.sender,
+            helo: &helo,
+            peer: self.peer,
+            hostname: &self.hostname,
+            protocol,
+            id: &id,
+            date: (self.clock)(),
+        }
+        .headers();
+        message.extend_from_slice(&body);
+        let size = message.len() as u64;
+        if let Some(full) = tx.recipients.iter().find(|r| !r.fits(size)) {
+            // One reply covers every recipient, so one full mailbox refuses the message; the
+            // RCPT-time check with SIZE= usually catches this first.
+            return self.reject(Reject::MailboxFull(full.address.clone()));
+        }
+        self.ask(Action::Deliver(Delivery {
+            id,
+            message,
+            recipients: tx.recipients,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::session::tests::{EHLO, GREETING, limits, run, run_with};
+
+    /// Feeds `input` in every two-piece split and checks each gives the same outcome.
+    fn receive(
+        input: &[u8],
+        max_size: usize,
+        max_line: usize,
+    ) -> (Result<Vec<u8>, DataError>, usize) {
+        let whole = {
+            let mut r = DataReceiver::new(max_size, max_line);
+            match r.feed(input) {
+                DataProgress::Done { consumed } => (r.finish(), consumed),
+                DataProgress::More => (Ok(b"<unfinished>".to_vec()), input.len()),
+            }
+        };
+        for split in 0..=input.len() {
+            let mut r = DataReceiver::new(max_size, max_line);
+            let (a, b) = input.split_at(split);
+            let got = match r.feed(a) {
+                DataProgress::Done { consumed } => (r.finish(), consumed),
+                DataProgress::More => match r.feed(b) {
+                    DataProgress::Done { consumed } => (r.finish(), split + consumed),
+                    DataProgress::More => (Ok(b"<unfinished>".to_vec()), input.len()),
+                },
+            };
+            assert_eq!(got, whole, "split at {split} of {input:?}");
+        }
+        whole
+    }
+
+    #[test]
+    fn endings_and_unstuffing() {
+        let ok = |s: &str| Ok(s.as_bytes().to_vec());
+        let unfinished = || Ok(b"<unfinished>".to_vec());
+        for (input, want, consumed) in [
+            // The plain case; what follows the marker is left for the next command.
+            ("a\r\nb\r\n.\r\nQUIT\r\n", ok("a\r\nb\r\n"), 9),
+            // Empty message: the marker right after the DATA command's CRLF.
+            (".\r\n", ok(""), 3),
+            // Dot-stuffed lines lose one dot.
+            ("..\r\n...x\r\n.\r\n", ok(".\r\n..x\r\n"), 13),
+            (".a\r\n.\r\n", ok("a\r\n"), 7),
+            // A dot not at the start of a line stays.
+            ("a.b\r\n a.\r\n.\r\n", ok("a.b\r\n a.\r\n"), 13),
+            // Smuggling vectors: none of these ends the data.
+            ("a\n.\nMAIL FROM:<x@y>\r\n", unfinished(), 0),
+            ("a\r\n.\nMAIL FROM:<x@y>\r\n", unfinished(), 0),
+            ("a\n.\r\nMAIL FROM:<x@y>\r\n", unfinished(), 0),
+            ("a\r.\r\nb\r\n", unfinished(), 0),
+            ("a\r\n.\rb\r\n", unfinished(), 0),
+            ("a\r\n.\r\r\n", unfinished(), 0),
+            ("a\r\n. \r\n", unfinished(), 0),
+            // ...and once the real marker comes, they are stored as content with CRLF endings.
+            ("a\n.\nb\r\n.\r\n", ok("a\r\n.\r\nb\r\n"), 10),
+            ("a\r\n.\nb\r\n.\r\n", ok("a\r\n\r\nb\r\n"), 11),
+            ("a\n.\r\n.\r\n", ok("a\r\n.\r\n"), 8),
+            ("a\rb\r\n.\r\n", ok("a\r\nb\r\n"), 8),
+            ("a\r\r\n.\r\n", ok("a\r\n\r\n"), 7),
+            // Data that ends without CRLF before the marker never ends.
+            ("a.\r\n", unfinished(), 0),
+        ] {
+            let (got, used) = receive(input.as_bytes(), 1000, 1000);
+            assert_eq!(got, want, "{input:?}");
+            let consumed = if want == unfinished() {
+                input.len()
+            } else {
+                consumed
+            };
+            assert_eq!(used, consumed, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn size_and_line_limits() {
+        // Size counts stored bytes: 6 fits in 6, not in 5; the data is still read to its end.
+        assert_eq!(
+            receive(b"abcd\r\n.\r\nX", 6, 100),
+            (Ok(b"abcd\r\n".to_vec()), 9)
+        );
+        assert_eq!(
+            receive(b"abcd\r\n.\r\nX", 5, 100),
+            (Err(DataError::TooBig), 9)
+        );
+        // Line length counts the CRLF; a stuffed dot does not count twice.
+        assert_eq!(
+            receive(b"abc\r\n.\r\n", 100, 5),
+            (Ok(b"abc\r\n".to_vec()), 8)
+        );
+        assert_eq!(
+            receive(b"abcd\r\n.\r\n", 100, 5),
+            (Err(DataError::LineTooLong), 9)
+        );
+        assert_eq!(
+            receive(b"..bc\r\n.\r\n", 100, 5),
+            (Ok(b".bc\r\n".to_vec()), 9)
+        );
+        // Bare line breaks start a new stored line.
+        assert_eq!(
+            receive(b"abc\nabc\r\n.\r\n", 100, 5).0,
+            Ok(b"abc\r\nabc\r\n".to_vec())
+        );
+        // The first limit hit is the one reported.
+        assert_eq!(
+            receive(b"abcdefgh\r\n.\r\n", 4, 5).0,
+            Err(DataError::LineTooLong)
+        );
+    }
+
+    fn trace(protocol: &str, sender: &str) -> String {
+        format!(
+            "Return-Path: <{sender}>\r\nReceived: from c.test ([192.0.2.1])\r\n\
+             \tby mx.test with {protocol} id ID;\r\n\tTue, 2 Jan 2024 03:04:05 +0000\r\n"
+        )
+    }
+
+    #[test]
+    fn delivery() {
+        let input = "EHLO c.test\r\nMAIL FROM:<a@x.test> SIZE=20 BODY=8BITMIME\r\n\
+                     RCPT TO:<alice@example.test>\r\nRCPT TO:<Bob@Example.test>\r\nDATA\r\n\
+                     Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n";
+        let outcome = run(input);
+        assert_eq!(
+            outcome.transcript,
+            format!(
+                "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n\
+                 354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ID\r\n\
+                 221 2.0.0 mx.test closing connection\r\n<close>"
+            )
+        );
+        // One delivery for both recipients, trace headers + the unstuffed message.
+        assert_eq!(outcome.deliveries.len(), 1);
+        let delivery = &outcome.deliveries[0];
+        let want = format!(
+            "{}Subject: hi\r\n\r\n.dot\r\nbody\r\n",
+            trace("ESMTP", "a@x.test")
+        );
+        assert_eq!(String::from_utf8_lossy(&delivery.message), want);
+        let ids: Vec<i64> = delivery.recipients.iter().map(|r| r.mailbox_id).collect();
+        assert_eq!(ids, [1, 2]);
+    }
+
+    #[test]
+    fn store_failure_is_temporary_and_the_session_goes_on() {
+        let input = "HELO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n\
+                     x\r\n.\r\nMAIL FROM:<>\r\n";
+        let outcome = run_with(input, limits(), false);
+        assert_eq!(
+            outcome.transcript,
+            format!(
+                "{GREETING}250 mx.test\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+                 354 End data with <CR><LF>.<CR><LF>\r\n\
+                 451 4.3.0 message not stored, try again later\r\n250 2.1.0 Ok\r\n"
+            )
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&outcome.deliveries[0].message),
+            format!("{}x\r\n", trace("SMTP", ""))
+        );
+    }
+
+    #[test]
+    fn smuggling_does_not_split_a_message() {
+        // Each vector tries to end DATA early and slip in a second transaction.
+        for end in ["\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r", "\r\n.\r"] {
+            let input = format!(
+                "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n\
+                 hello{end}MAIL FROM:<evil@x.test>\r\nRCPT TO:<Bob@Example.test>\r\nDATA\r\n\
+                 evil\r\n.\r\nQUIT\r\n"
+            );
+            let outcome = run(&input);
+            assert_eq!(
+                outcome.transcript,
+                format!(
+                    "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+                     354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued as ID\r\n\
+                     221 2.0.0 mx.test closing connection\r\n<close>"
+                ),
+                "{end:?}"
+            );
+            assert_eq!(outcome.deliveries.len(), 1, "{end:?}");
+            let delivery = &outcome.deliveries[0];
+            assert_eq!(delivery.recipients.len(), 1, "{end:?}");
+            let text = String::from_utf8_lossy(&delivery.message);
+            assert!(
+                text.contains("MAIL FROM:<evil@x.test>\r\n"),
+                "{end:?}: {text}"
+            );
+            assert!(text.ends_with("evil\r\n"), "{end:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn refused_messages() {
+        let start =
+            "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n";
+        let accepted = format!(
+            "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+        );
+        for (name, body, reply) in [
+            (
+                "too big",
+                format!("{}\r\n.\r\n", "y\r\n".repeat(5000)),
+                "552 5.3.4 message exceeds the fixed maximum message size",
+            ),
+            (
+                "line too long",
+                format!("{}\r\n.\r\n", "y".repeat(199)),
+                "554 5.6.0 message has a line longer than 200 bytes",
+            ),
+        ] {
+            // The data is read to its end and the session stays usable.
+            let outcome = run(&format!("{start}{body}MAIL FROM:<a@x.test>\r\n"));
+            assert_eq!(
+                outcome.transcript,
+                format!("{accepted}{reply}\r\n250 2.1.0 Ok\r\n"),
+                "{name}"
+            );
+            assert!(outcome.deliveries.is_empty(), "{name}");
+        }
+        // 198 bytes and CRLF is the longest line allowed.
+        let outcome = run(&format!("{start}{}\r\n.\r\n", "y".repeat(198)));
+        assert_eq!(outcome.deliveries.len(), 1);
+    }
+}
