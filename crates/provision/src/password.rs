@@ -2,7 +2,7 @@
 //! with argon2id — unless the stored hash already verifies it, so a re-apply changes nothing.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Params};
 use rand::RngCore;
 
 /// What a Secret value holds.
@@ -22,8 +22,17 @@ fn classify(value: &[u8]) -> Result<Value<'_>, String> {
     let text = std::str::from_utf8(value)
         .map_err(|_| "starts like an argon2 hash but is not UTF-8".to_string())?
         .trim();
-    PasswordHash::new(text)
+    let parsed = PasswordHash::new(text)
         .map_err(|e| format!("starts with $argon2 but is not a PHC hash string ({e})"))?;
+    // Parsing alone accepts `$argon2id$x`; a usable hash also has valid params, salt and hash.
+    let usable = Algorithm::try_from(parsed.algorithm).is_ok()
+        && Params::try_from(&parsed).is_ok()
+        && parsed.salt.is_some()
+        && parsed.hash.is_some();
+    if !usable {
+        return Err("starts with $argon2 but is not a PHC hash string with params, salt and hash"
+            .into());
+    }
     Ok(Value::Hash(text))
 }
 

@@ -173,3 +173,133 @@ fn check_selector(selector: &str) -> Result<(), String> {
         Err("must be lower-case DNS labels (a-z, 0-9, '-'), at most 63 characters".into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_resources::{
+        AuthSource, DkimAlgorithm, DkimKey, DkimKeySpec, MailDomain, MailDomainSpec, Mailbox,
+        MailboxSpec, ReclaimPolicy, SecretKeyRef,
+    };
+
+    fn domain(name: &str, catch_all: Option<&str>) -> MailDomain {
+        MailDomain::new(
+            name,
+            MailDomainSpec {
+                domain: name.to_string(),
+                reclaim_policy: ReclaimPolicy::Retain,
+                catch_all: catch_all.map(str::to_string),
+            },
+        )
+    }
+
+    fn mailbox(name: &str, address: &str, aliases: &[&str]) -> Mailbox {
+        Mailbox::new(
+            name,
+            MailboxSpec {
+                address: address.to_string(),
+                display_name: None,
+                quota: "1Gi".to_string(),
+                aliases: aliases.iter().map(|a| a.to_string()).collect(),
+                auth_source: AuthSource::Local,
+                password_secret_ref: Some(SecretKeyRef {
+                    name: "pw".to_string(),
+                    key: "password".to_string(),
+                }),
+            },
+        )
+    }
+
+    fn key(name: &str, domain: &str, selector: &str) -> DkimKey {
+        DkimKey::new(
+            name,
+            DkimKeySpec {
+                domain: domain.to_string(),
+                selector: selector.to_string(),
+                algorithm: DkimAlgorithm::Ed25519,
+                active: true,
+            },
+        )
+    }
+
+    fn good() -> Desired {
+        let mut desired = Desired {
+            domains: vec![domain("example.test", Some("alice@example.test"))],
+            mailboxes: vec![
+                mailbox("alice", "Alice@example.test", &["postmaster@example.test"]),
+                mailbox("bob", "bob@example.test", &[]),
+            ],
+            dkim_keys: vec![key("k", "example.test", "default")],
+            ..Desired::default()
+        };
+        desired.secrets.insert(
+            ("default".into(), "pw".into()),
+            [("password".to_string(), b"pw".to_vec())].into(),
+        );
+        desired
+    }
+
+    #[test]
+    fn a_good_state_passes() {
+        assert_eq!(validate(&good(), "mail"), Ok(()));
+    }
+
+    #[test]
+    fn each_problem_is_named() {
+        type Edit = fn(&mut Desired);
+        let cases: &[(&str, Edit, &str)] = &[
+            ("bad domain", |d| d.domains[0].spec.domain = "Example.test".into(), "must be lower case"),
+            ("domain twice", |d| d.domains.push(domain("example.test", None)), "already hosted by"),
+            (
+                "bucket clash",
+                |d| {
+                    d.domains.push(domain("a-b.test", None));
+                    d.domains.push(domain("a.b-test", None));
+                },
+                "would share bucket mail-a-b-test",
+            ),
+            ("catch-all outside", |d| d.domains[0].spec.catch_all = Some("x@other.test".into()), "must be an address in example.test"),
+            ("catch-all unknown", |d| d.domains[0].spec.catch_all = Some("nobody@example.test".into()), "not the address or alias of any Mailbox"),
+            ("catch-all syntax", |d| d.domains[0].spec.catch_all = Some("nobody".into()), "spec.catchAll \"nobody\""),
+            ("address syntax", |d| d.mailboxes[1].spec.address = "bob".into(), "spec.address \"bob\""),
+            ("address unhosted", |d| d.mailboxes[1].spec.address = "bob@other.test".into(), "domain other.test is not hosted"),
+            ("alias unhosted", |d| d.mailboxes[1].spec.aliases = vec!["b@other.test".into()], "spec.aliases[0] b@other.test: domain other.test"),
+            ("alias syntax", |d| d.mailboxes[1].spec.aliases = vec!["b@@x".into()], "spec.aliases[0]"),
+            ("alias is a mailbox", |d| d.mailboxes[1].spec.aliases = vec!["alice@example.test".into()], "address alice@example.test is already used by Mailbox default/alice"),
+            ("alias twice", |d| d.mailboxes[1].spec.aliases = vec!["POSTMASTER@example.test".into()], "postmaster@example.test is already used"),
+            ("address twice", |d| d.mailboxes[1].spec.address = "alice@EXAMPLE.test".into(), "already used by"),
+            ("quota", |d| d.mailboxes[0].spec.quota = "lots".into(), "spec.quota"),
+            ("huge quota", |d| d.mailboxes[0].spec.quota = "9000Pi".into(), "too large"),
+            ("no secret", |d| d.secrets.clear(), "Secret default/pw, which does not exist"),
+            ("no key", |d| d.mailboxes[0].spec.password_secret_ref.as_mut().unwrap().key = "pass".into(), "has no key \"pass\""),
+            (
+                "bad hash",
+                |d| {
+                    d.secrets.values_mut().for_each(|s| {
+                        s.insert("password".into(), b"$argon2id$junk".to_vec());
+                    })
+                },
+                "not a PHC hash",
+            ),
+            ("dkim unhosted", |d| d.dkim_keys[0].spec.domain = "other.test".into(), "DkimKey default/k: spec.domain other.test is not hosted"),
+            ("dkim selector", |d| d.dkim_keys[0].spec.selector = "Bad_Sel".into(), "spec.selector \"Bad_Sel\""),
+            ("dkim twice", |d| d.dkim_keys.push(key("k2", "example.test", "default")), "defined twice"),
+        ];
+        for (what, edit, want) in cases {
+            let mut desired = good();
+            edit(&mut desired);
+            let err = validate(&desired, "mail").expect_err(what);
+            let text = err.to_string();
+            assert!(text.contains(want), "{what}: {text}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let mut desired = good();
+        desired.mailboxes[0].spec.quota = "x".into();
+        desired.dkim_keys[0].spec.domain = "nope.test".into();
+        let ValidationErrors(problems) = validate(&desired, "mail").expect_err("two problems");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+}
