@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use crate::desired::Desired;
 use crate::dkim::{apply_dkim_key, delete_dkim_key};
 use crate::domain::{Options, apply_domain, delete_domain};
-use crate::error::{Error, Report};
+use crate::error::{Error, Outcome, Report};
 use crate::mailbox::{apply_mailbox, delete_mailbox};
 use crate::names::check_bucket_prefix;
 use crate::validate::validate;
@@ -57,21 +57,29 @@ pub async fn sync(
                 .map(move |a| (owner.clone(), a.to_ascii_lowercase()))
         })
         .unzip();
-    sqlx::query(
+    let released: BTreeSet<String> = sqlx::query_scalar(
         "DELETE FROM aliases a USING mailboxes m
          WHERE m.id = a.mailbox_id
-           AND (m.address, a.address) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+           AND (m.address, a.address) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))
+         RETURNING m.address",
     )
     .bind(&owners)
     .bind(&aliases)
-    .execute(pool)
-    .await?;
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
 
     for mailbox in &desired.mailboxes {
         let password = desired.password_of(mailbox);
-        report
-            .mailboxes
-            .add(apply_mailbox(pool, &mailbox.spec, password).await?);
+        let mut outcome = apply_mailbox(pool, &mailbox.spec, password).await?;
+        // Its aliases were already trimmed above; that is this mailbox's update.
+        if outcome == Outcome::Unchanged
+            && released.contains(&mailbox.spec.address.to_ascii_lowercase())
+        {
+            outcome = Outcome::Updated;
+        }
+        report.mailboxes.add(outcome);
     }
     for key in &desired.dkim_keys {
         report.dkim_keys.add(apply_dkim_key(pool, &key.spec).await?);
