@@ -73,9 +73,17 @@ mod tests {
     fn check_names_changed_and_missing_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().to_path_buf();
-        run(&Args { out: out.clone(), check: false }).expect("writes");
+        run(&Args {
+            out: out.clone(),
+            check: false,
+        })
+        .expect("writes");
         assert!(stale_files(&out).expect("reads").is_empty());
-        run(&Args { out: out.clone(), check: true }).expect("current");
+        run(&Args {
+            out: out.clone(),
+            check: true,
+        })
+        .expect("current");
 
         std::fs::write(out.join("mailbox.yaml"), "edited by hand").expect("write");
         std::fs::remove_file(out.join("dkimkey.yaml")).expect("remove");
@@ -83,7 +91,12 @@ mod tests {
             stale_files(&out).expect("reads"),
             ["mailbox.yaml", "dkimkey.yaml (missing)"]
         );
-        let err = run(&Args { out, check: true }).expect_err("stale").to_string();
-        assert!(err.contains("mailbox.yaml, dkimkey.yaml (missing)"), "{err}");
+        let err = run(&Args { out, check: true })
+            .expect_err("stale")
+            .to_string();
+        assert!(
+            err.contains("mailbox.yaml, dkimkey.yaml (missing)"),
+            "{err}"
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use mail_blobstore::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
 use mail_provision::{Error, Options, manifests};
-use sqlx::{Connection, PgConnection, PgPool};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection, PgPool};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -107,7 +107,9 @@ fn blob_store(args: &Args) -> anyhow::Result<Arc<dyn BlobStore>> {
         &args.s3_access_key_id,
         &args.s3_secret_access_key_file,
     ) else {
-        bail!("give --blob-dir, or --s3-endpoint with --s3-region, --s3-access-key-id and --s3-secret-access-key-file");
+        bail!(
+            "give --blob-dir, or --s3-endpoint with --s3-region, --s3-access-key-id and --s3-secret-access-key-file"
+        );
     };
     let secret = std::fs::read_to_string(secret_file)
         .with_context(|| format!("reading {}", secret_file.display()))?;

@@ -64,12 +64,28 @@ fn errors_are_one_line_and_exit_1() {
     let blob_dir = blob_dir.to_str().expect("utf-8 path");
     let cases: &[(&[&str], &str)] = &[
         (
-            &["local", "--manifests", manifests, "--database-url", &url, "--blob-dir", blob_dir],
+            &[
+                "local",
+                "--manifests",
+                manifests,
+                "--database-url",
+                &url,
+                "--blob-dir",
+                blob_dir,
+            ],
             "invalid manifests: Mailbox default/x: spec.address x@nowhere.test: domain \
              nowhere.test is not hosted by any MailDomain; add one; DkimKey default/k",
         ),
         (
-            &["local", "--manifests", "/nonexistent", "--database-url", &url, "--blob-dir", blob_dir],
+            &[
+                "local",
+                "--manifests",
+                "/nonexistent",
+                "--database-url",
+                &url,
+                "--blob-dir",
+                blob_dir,
+            ],
             "reading /nonexistent",
         ),
         (
@@ -78,8 +94,13 @@ fn errors_are_one_line_and_exit_1() {
         ),
         (
             &[
-                "local", "--manifests", manifests, "--database-url",
-                "postgres://nobody@127.0.0.1:1/none", "--blob-dir", blob_dir,
+                "local",
+                "--manifests",
+                manifests,
+                "--database-url",
+                "postgres://nobody@127.0.0.1:1/none",
+                "--blob-dir",
+                blob_dir,
             ],
             "connecting to PostgreSQL",
         ),
