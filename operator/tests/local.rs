@@ -113,3 +113,53 @@ fn errors_are_one_line_and_exit_1() {
         assert!(stderr.contains(want), "{args:?}: {stderr}");
     }
 }
+
+/// Kills the watched child even when an assertion fails.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn watch_follows_edits() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let url = mail_testkit::fresh_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests).expect("mkdir");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in std::fs::read_dir(&examples).expect("examples") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, manifests.join(path.file_name().expect("name"))).expect("copy");
+    }
+    let blob_dir = dir.path().join("blobs");
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_mail-operator"))
+            .args(["local", "--watch", "1", "--database-url", &url])
+            .arg("--manifests")
+            .arg(&manifests)
+            .arg("--blob-dir")
+            .arg(&blob_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn mail-operator"),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a report").expect("utf-8");
+    assert!(first.contains("Mailbox: 2 created"), "{first}");
+
+    std::fs::remove_file(manifests.join("10-bob.yaml")).expect("remove bob");
+    let removed = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .take(10)
+        .find(|line| line.contains("Mailbox: 0 created, 0 updated, 1 unchanged, 1 removed"));
+    assert!(removed.is_some(), "bob's removal was never reported");
+}

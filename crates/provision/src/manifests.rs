@@ -27,7 +27,8 @@ pub enum ManifestError {
     },
 }
 
-/// What loading found: the desired state and warnings about what it skipped.
+/// What loading found: the desired state and warnings about what it skipped (for the caller
+/// to show).
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub desired: Desired,
@@ -91,7 +92,6 @@ pub fn load_text(
         }
         if let Some(warning) = add_document(value, loaded, seen).map_err(error)? {
             let warning = format!("{}, document {index}: {warning}", path.display());
-            tracing::warn!("{warning}");
             loaded.warnings.push(warning);
         }
     }
