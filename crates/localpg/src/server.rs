@@ -83,6 +83,12 @@ impl LocalPostgres {
             };
             match launch.run() {
                 Ok(server) => {
+                    tracing::info!(
+                        port,
+                        data_dir = %data_dir.display(),
+                        log = %runtime.path().join("postgres.log").display(),
+                        "PostgreSQL started"
+                    );
                     return Ok(Self {
                         bin_dir,
                         data_dir,
