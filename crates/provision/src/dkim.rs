@@ -45,7 +45,11 @@ pub async fn apply_dkim_key(pool: &PgPool, spec: &DkimKeySpec) -> Result<Outcome
 }
 
 /// Removes the key's row.
-pub async fn delete_dkim_key(pool: &PgPool, domain: &str, selector: &str) -> Result<Outcome, Error> {
+pub async fn delete_dkim_key(
+    pool: &PgPool,
+    domain: &str,
+    selector: &str,
+) -> Result<Outcome, Error> {
     let deleted = sqlx::query(
         "DELETE FROM dkim_keys WHERE selector = $2
            AND domain_id = (SELECT id FROM domains WHERE name = $1)",

@@ -46,11 +46,10 @@ pub async fn apply_domain(
         }
     }
 
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT bucket FROM domains WHERE name = $1")
-            .bind(name)
-            .fetch_optional(pool)
-            .await?;
+    let existing: Option<String> = sqlx::query_scalar("SELECT bucket FROM domains WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
     let bucket = existing.unwrap_or_else(|| bucket_name(&options.bucket_prefix, name));
     let owner: Option<String> =
         sqlx::query_scalar("SELECT name FROM domains WHERE bucket = $1 AND name <> $2")
@@ -134,12 +133,10 @@ pub async fn delete_domain(
     }
 
     release_blobs_of_domain(&mut tx, id).await?;
-    sqlx::query(
-        "DELETE FROM queue WHERE blob_id IN (SELECT id FROM blobs WHERE bucket = $1)",
-    )
-    .bind(&bucket)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("DELETE FROM queue WHERE blob_id IN (SELECT id FROM blobs WHERE bucket = $1)")
+        .bind(&bucket)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM domains WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)

@@ -39,7 +39,9 @@ pub async fn apply_mailbox(
         let (_, alias_domain) =
             check_address(&alias).map_err(|e| Error::invalid(format!("alias {alias:?} {e}")))?;
         if alias == address {
-            return Err(Error::invalid(format!("{address} lists itself as an alias")));
+            return Err(Error::invalid(format!(
+                "{address} lists itself as an alias"
+            )));
         }
         aliases.insert((alias_domain.to_string(), alias));
     }
@@ -69,8 +71,16 @@ pub async fn apply_mailbox(
     .fetch_optional(&mut *tx)
     .await?;
     if let Some((wanted, owner)) = taken {
-        let what = if wanted == owner { "is a mailbox" } else { "is an alias of" };
-        let owner = if wanted == owner { String::new() } else { format!(" {owner}") };
+        let what = if wanted == owner {
+            "is a mailbox"
+        } else {
+            "is an alias of"
+        };
+        let owner = if wanted == owner {
+            String::new()
+        } else {
+            format!(" {owner}")
+        };
         return Err(Error::Conflict(format!(
             "{address}: {wanted} {what}{owner}; an address belongs to one mailbox"
         )));
@@ -128,12 +138,13 @@ pub async fn apply_mailbox(
         }
     };
 
-    let mut changed = sqlx::query("DELETE FROM aliases WHERE mailbox_id = $1 AND address <> ALL($2)")
-        .bind(id)
-        .bind(&alias_list)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let mut changed =
+        sqlx::query("DELETE FROM aliases WHERE mailbox_id = $1 AND address <> ALL($2)")
+            .bind(id)
+            .bind(&alias_list)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     for (alias_domain_id, alias) in &alias_rows {
         changed += sqlx::query(
             "INSERT INTO aliases (address, domain_id, mailbox_id) VALUES ($1, $2, $3)
@@ -198,7 +209,9 @@ fn uid_validity() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(1);
-    i64::try_from(seconds % u64::from(u32::MAX)).unwrap_or(1).max(1)
+    i64::try_from(seconds % u64::from(u32::MAX))
+        .unwrap_or(1)
+        .max(1)
 }
 
 /// Deletes a mailbox as its domain's reclaim policy says: Retain marks it deleted (messages

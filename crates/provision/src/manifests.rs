@@ -27,7 +27,8 @@ pub enum ManifestError {
     },
 }
 
-/// What loading found: the desired state and warnings about what it skipped.
+/// What loading found: the desired state and warnings about what it skipped (for the caller
+/// to show).
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub desired: Desired,
@@ -89,13 +90,10 @@ pub fn load_text(
         if value.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
         }
-        add_document(value, loaded, seen).map_err(|message| error(message))?
-            .into_iter()
-            .for_each(|warning| {
-                let warning = format!("{}, document {index}: {warning}", path.display());
-                tracing::warn!("{warning}");
-                loaded.warnings.push(warning);
-            });
+        if let Some(warning) = add_document(value, loaded, seen).map_err(error)? {
+            let warning = format!("{}, document {index}: {warning}", path.display());
+            loaded.warnings.push(warning);
+        }
     }
     Ok(())
 }
@@ -121,7 +119,9 @@ fn add_document(
         (true, _, "MailDomain" | "Mailbox" | "DkimKey") | (_, "v1", "Secret")
     );
     if !known {
-        return Ok(Some(format!("skipped {kind} ({api_version}): not a kind local mode applies")));
+        return Ok(Some(format!(
+            "skipped {kind} ({api_version}): not a kind local mode applies"
+        )));
     }
 
     // Default the namespace in the document itself, so every later lookup sees it.
@@ -162,7 +162,8 @@ fn add_document(
             .dkim_keys
             .push(serde_yaml::from_value::<DkimKey>(value).map_err(invalid)?),
         _ => {
-            let data = secret_data(&value).map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
+            let data =
+                secret_data(&value).map_err(|e| format!("Secret {namespace}/{name}: {e}"))?;
             loaded.desired.secrets.insert((namespace, name), data);
         }
     }
@@ -227,18 +228,32 @@ mod tests {
         let secret = &d.secrets[&("mail".to_string(), "pw".to_string())];
         assert_eq!(secret["other"], b"x");
         assert_eq!(loaded.warnings.len(), 1);
-        assert!(loaded.warnings[0].contains("document 3") && loaded.warnings[0].contains("ConfigMap"));
+        assert!(
+            loaded.warnings[0].contains("document 3") && loaded.warnings[0].contains("ConfigMap")
+        );
     }
 
     #[test]
     fn bad_documents_name_file_and_index() {
         let cases: &[(&str, &str)] = &[
-            ("kind: MailDomain\nmetadata: {name: a}\n", "has no apiVersion"),
+            (
+                "kind: MailDomain\nmetadata: {name: a}\n",
+                "has no apiVersion",
+            ),
             ("apiVersion: v1\nmetadata: {name: a}\n", "has no kind"),
             ("apiVersion: v1\nkind: Secret\n", "has no metadata"),
-            ("apiVersion: v1\nkind: Secret\nmetadata: {namespace: x}\n", "has no metadata.name"),
-            ("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: {k: '!!'}\n", "not base64"),
-            ("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: [1]\n", "must map keys"),
+            (
+                "apiVersion: v1\nkind: Secret\nmetadata: {namespace: x}\n",
+                "has no metadata.name",
+            ),
+            (
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: {k: '!!'}\n",
+                "not base64",
+            ),
+            (
+                "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ndata: [1]\n",
+                "must map keys",
+            ),
             (
                 "apiVersion: mail.kubemail.io/v1alpha1\nkind: MailDomain\nmetadata: {name: a}\nspec: {}\n",
                 "MailDomain default/a: ",
@@ -257,21 +272,37 @@ mod tests {
             assert!(err.contains(want), "{doc:?}: {err}");
         }
         let twice = format!("{DOMAIN}---\n{DOMAIN}");
-        assert!(load(&twice).expect_err("twice").to_string().contains("defined twice"));
+        assert!(
+            load(&twice)
+                .expect_err("twice")
+                .to_string()
+                .contains("defined twice")
+        );
     }
 
     #[test]
     fn directories_recurse_sorted_and_skip_other_files() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
-        std::fs::write(dir.path().join("b.yml"), DOMAIN.replace("ex}", "b}").replace("example", "b"))
-            .expect("write");
+        std::fs::write(
+            dir.path().join("b.yml"),
+            DOMAIN.replace("ex}", "b}").replace("example", "b"),
+        )
+        .expect("write");
         std::fs::write(dir.path().join("a.yaml"), DOMAIN).expect("write");
-        std::fs::write(dir.path().join("sub/c.yaml"), DOMAIN.replace("ex}", "c}").replace("example", "c"))
-            .expect("write");
+        std::fs::write(
+            dir.path().join("sub/c.yaml"),
+            DOMAIN.replace("ex}", "c}").replace("example", "c"),
+        )
+        .expect("write");
         std::fs::write(dir.path().join("notes.txt"), "not: yaml: at all").expect("write");
         let loaded = load_dir(dir.path()).expect("loads");
-        let names: Vec<_> = loaded.desired.domains.iter().map(|d| d.spec.domain.as_str()).collect();
+        let names: Vec<_> = loaded
+            .desired
+            .domains
+            .iter()
+            .map(|d| d.spec.domain.as_str())
+            .collect();
         assert_eq!(names, ["example.test", "b.test", "c.test"]);
         let missing = load_dir(&dir.path().join("nope")).expect_err("missing dir");
         assert!(missing.to_string().contains("nope"));

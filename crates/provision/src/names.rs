@@ -55,7 +55,10 @@ pub fn check_address(address: &str) -> Result<(&str, &str), String> {
         return Err("has a local part longer than 64 characters".into());
     }
     let atext = |b: u8| b.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(&b);
-    if local.split('.').any(|atom| atom.is_empty() || !atom.bytes().all(atext)) {
+    if local
+        .split('.')
+        .any(|atom| atom.is_empty() || !atom.bytes().all(atext))
+    {
         return Err(format!(
             "local part {local:?} must be a dot-atom: letters, digits and !#$%&'*+-/=?^_`{{|}}~, \
              dots only between them"
@@ -136,7 +139,10 @@ mod tests {
         let cases: &[(&str, Option<(&str, &str)>)] = &[
             ("alice@example.test", Some(("alice", "example.test"))),
             ("a.b+tag@example.test", Some(("a.b+tag", "example.test"))),
-            ("o'neil@sub.example.test", Some(("o'neil", "sub.example.test"))),
+            (
+                "o'neil@sub.example.test",
+                Some(("o'neil", "sub.example.test")),
+            ),
             ("alice", None),
             ("@example.test", None),
             ("alice@", None),

@@ -30,8 +30,9 @@ fn classify(value: &[u8]) -> Result<Value<'_>, String> {
         && parsed.salt.is_some()
         && parsed.hash.is_some();
     if !usable {
-        return Err("starts with $argon2 but is not a PHC hash string with params, salt and hash"
-            .into());
+        return Err(
+            "starts with $argon2 but is not a PHC hash string with params, salt and hash".into(),
+        );
     }
     Ok(Value::Hash(text))
 }
@@ -86,14 +87,19 @@ mod tests {
         assert_ne!(changed, first);
         assert!(verifies(&changed, b"changed"));
         // A broken stored hash is replaced, not an error.
-        assert!(verifies(&hash_for(b"x", Some("garbage")).expect("hash"), b"x"));
+        assert!(verifies(
+            &hash_for(b"x", Some("garbage")).expect("hash"),
+            b"x"
+        ));
     }
 
     #[test]
     fn values() {
         let hash = hash_for(b"pw", None).expect("hash");
         let with_newline = format!("{hash}\n");
-        let cases: &[(&[u8], Result<Option<&str>, &str>)] = &[
+        // Ok(Some(h)): stored as h; Ok(None): hashed; Err(text): rejected saying text.
+        type Want<'a> = Result<Option<&'a str>, &'a str>;
+        let cases: &[(&[u8], Want)] = &[
             (hash.as_bytes(), Ok(Some(&hash))),
             (with_newline.as_bytes(), Ok(Some(&hash))),
             (b"", Err("is empty")),

@@ -39,10 +39,11 @@ pub async fn sync(
         .iter()
         .map(|m| m.spec.address.to_ascii_lowercase())
         .collect();
-    let present: Vec<String> =
-        sqlx::query_scalar("SELECT address FROM mailboxes WHERE deleted_at IS NULL ORDER BY address")
-            .fetch_all(pool)
-            .await?;
+    let present: Vec<String> = sqlx::query_scalar(
+        "SELECT address FROM mailboxes WHERE deleted_at IS NULL ORDER BY address",
+    )
+    .fetch_all(pool)
+    .await?;
     for address in present.iter().filter(|a| !wanted.contains(*a)) {
         report.mailboxes.add(delete_mailbox(pool, address).await?);
     }
@@ -85,7 +86,11 @@ pub async fn sync(
         report.dkim_keys.add(apply_dkim_key(pool, &key.spec).await?);
     }
 
-    let wanted: BTreeSet<&str> = desired.domains.iter().map(|d| d.spec.domain.as_str()).collect();
+    let wanted: BTreeSet<&str> = desired
+        .domains
+        .iter()
+        .map(|d| d.spec.domain.as_str())
+        .collect();
     let present: Vec<String> =
         sqlx::query_scalar("SELECT name FROM domains WHERE deleted_at IS NULL ORDER BY name")
             .fetch_all(pool)

@@ -28,7 +28,9 @@ pub fn validate(desired: &Desired, bucket_prefix: &str) -> Result<(), Validation
             continue;
         }
         if let Some(other) = hosted.insert(name, id.clone()) {
-            problems.push(format!("{id}: domain {name} is already hosted by {other}; delete one"));
+            problems.push(format!(
+                "{id}: domain {name} is already hosted by {other}; delete one"
+            ));
             continue;
         }
         let bucket = bucket_name(bucket_prefix, name);
@@ -61,7 +63,11 @@ pub fn validate(desired: &Desired, bucket_prefix: &str) -> Result<(), Validation
                 "{id}: spec.address {address}: domain {domain} is not hosted by any MailDomain; \
                  add one"
             )),
-            Ok(_) => claim(address.clone(), format!("{id} (spec.address)"), &mut problems),
+            Ok(_) => claim(
+                address.clone(),
+                format!("{id} (spec.address)"),
+                &mut problems,
+            ),
         }
         for (i, alias) in spec.aliases.iter().enumerate() {
             let alias = alias.to_ascii_lowercase();
@@ -82,7 +88,11 @@ pub fn validate(desired: &Desired, bucket_prefix: &str) -> Result<(), Validation
             Ok(_) => {}
         }
         if let Some(reference) = &spec.password_secret_ref {
-            let where_ = format!("Secret {}/{}", crate::desired::namespace_of(&mailbox.metadata), reference.name);
+            let where_ = format!(
+                "Secret {}/{}",
+                crate::desired::namespace_of(&mailbox.metadata),
+                reference.name
+            );
             match desired.password_of(mailbox) {
                 None if !desired.secrets.contains_key(&(
                     crate::desired::namespace_of(&mailbox.metadata).to_string(),
@@ -248,8 +258,16 @@ mod tests {
     fn each_problem_is_named() {
         type Edit = fn(&mut Desired);
         let cases: &[(&str, Edit, &str)] = &[
-            ("bad domain", |d| d.domains[0].spec.domain = "Example.test".into(), "must be lower case"),
-            ("domain twice", |d| d.domains.push(domain("example.test", None)), "already hosted by"),
+            (
+                "bad domain",
+                |d| d.domains[0].spec.domain = "Example.test".into(),
+                "must be lower case",
+            ),
+            (
+                "domain twice",
+                |d| d.domains.push(domain("example.test", None)),
+                "already hosted by",
+            ),
             (
                 "bucket clash",
                 |d| {
@@ -258,20 +276,83 @@ mod tests {
                 },
                 "would share bucket mail-a-b-test",
             ),
-            ("catch-all outside", |d| d.domains[0].spec.catch_all = Some("x@other.test".into()), "must be an address in example.test"),
-            ("catch-all unknown", |d| d.domains[0].spec.catch_all = Some("nobody@example.test".into()), "not the address or alias of any Mailbox"),
-            ("catch-all syntax", |d| d.domains[0].spec.catch_all = Some("nobody".into()), "spec.catchAll \"nobody\""),
-            ("address syntax", |d| d.mailboxes[1].spec.address = "bob".into(), "spec.address \"bob\""),
-            ("address unhosted", |d| d.mailboxes[1].spec.address = "bob@other.test".into(), "domain other.test is not hosted"),
-            ("alias unhosted", |d| d.mailboxes[1].spec.aliases = vec!["b@other.test".into()], "spec.aliases[0] b@other.test: domain other.test"),
-            ("alias syntax", |d| d.mailboxes[1].spec.aliases = vec!["b@@x".into()], "spec.aliases[0]"),
-            ("alias is a mailbox", |d| d.mailboxes[1].spec.aliases = vec!["alice@example.test".into()], "address alice@example.test is already used by Mailbox default/alice"),
-            ("alias twice", |d| d.mailboxes[1].spec.aliases = vec!["POSTMASTER@example.test".into()], "postmaster@example.test is already used"),
-            ("address twice", |d| d.mailboxes[1].spec.address = "alice@EXAMPLE.test".into(), "already used by"),
-            ("quota", |d| d.mailboxes[0].spec.quota = "lots".into(), "spec.quota"),
-            ("huge quota", |d| d.mailboxes[0].spec.quota = "9000Pi".into(), "too large"),
-            ("no secret", |d| d.secrets.clear(), "Secret default/pw, which does not exist"),
-            ("no key", |d| d.mailboxes[0].spec.password_secret_ref.as_mut().unwrap().key = "pass".into(), "has no key \"pass\""),
+            (
+                "catch-all outside",
+                |d| d.domains[0].spec.catch_all = Some("x@other.test".into()),
+                "must be an address in example.test",
+            ),
+            (
+                "catch-all unknown",
+                |d| d.domains[0].spec.catch_all = Some("nobody@example.test".into()),
+                "not the address or alias of any Mailbox",
+            ),
+            (
+                "catch-all syntax",
+                |d| d.domains[0].spec.catch_all = Some("nobody".into()),
+                "spec.catchAll \"nobody\"",
+            ),
+            (
+                "address syntax",
+                |d| d.mailboxes[1].spec.address = "bob".into(),
+                "spec.address \"bob\"",
+            ),
+            (
+                "address unhosted",
+                |d| d.mailboxes[1].spec.address = "bob@other.test".into(),
+                "domain other.test is not hosted",
+            ),
+            (
+                "alias unhosted",
+                |d| d.mailboxes[1].spec.aliases = vec!["b@other.test".into()],
+                "spec.aliases[0] b@other.test: domain other.test",
+            ),
+            (
+                "alias syntax",
+                |d| d.mailboxes[1].spec.aliases = vec!["b@@x".into()],
+                "spec.aliases[0]",
+            ),
+            (
+                "alias is a mailbox",
+                |d| d.mailboxes[1].spec.aliases = vec!["alice@example.test".into()],
+                "address alice@example.test is already used by Mailbox default/alice",
+            ),
+            (
+                "alias twice",
+                |d| d.mailboxes[1].spec.aliases = vec!["POSTMASTER@example.test".into()],
+                "postmaster@example.test is already used",
+            ),
+            (
+                "address twice",
+                |d| d.mailboxes[1].spec.address = "alice@EXAMPLE.test".into(),
+                "already used by",
+            ),
+            (
+                "quota",
+                |d| d.mailboxes[0].spec.quota = "lots".into(),
+                "spec.quota",
+            ),
+            (
+                "huge quota",
+                |d| d.mailboxes[0].spec.quota = "9000Pi".into(),
+                "too large",
+            ),
+            (
+                "no secret",
+                |d| d.secrets.clear(),
+                "Secret default/pw, which does not exist",
+            ),
+            (
+                "no key",
+                |d| {
+                    d.mailboxes[0]
+                        .spec
+                        .password_secret_ref
+                        .as_mut()
+                        .unwrap()
+                        .key = "pass".into()
+                },
+                "has no key \"pass\"",
+            ),
             (
                 "bad hash",
                 |d| {
@@ -281,9 +362,21 @@ mod tests {
                 },
                 "not a PHC hash",
             ),
-            ("dkim unhosted", |d| d.dkim_keys[0].spec.domain = "other.test".into(), "DkimKey default/k: spec.domain other.test is not hosted"),
-            ("dkim selector", |d| d.dkim_keys[0].spec.selector = "Bad_Sel".into(), "spec.selector \"Bad_Sel\""),
-            ("dkim twice", |d| d.dkim_keys.push(key("k2", "example.test", "default")), "defined twice"),
+            (
+                "dkim unhosted",
+                |d| d.dkim_keys[0].spec.domain = "other.test".into(),
+                "DkimKey default/k: spec.domain other.test is not hosted",
+            ),
+            (
+                "dkim selector",
+                |d| d.dkim_keys[0].spec.selector = "Bad_Sel".into(),
+                "spec.selector \"Bad_Sel\"",
+            ),
+            (
+                "dkim twice",
+                |d| d.dkim_keys.push(key("k2", "example.test", "default")),
+                "defined twice",
+            ),
         ];
         for (what, edit, want) in cases {
             let mut desired = good();

@@ -43,7 +43,11 @@ async fn sync_creates_then_changes_nothing_then_follows_changes() {
 
     let report = sync(&pool, &blobs, &desired, &options).await.unwrap();
     assert_eq!(
-        (report.domains.created, report.mailboxes.created, report.dkim_keys.created),
+        (
+            report.domains.created,
+            report.mailboxes.created,
+            report.dkim_keys.created
+        ),
         (2, 2, 1)
     );
     assert!(blobs.bucket_exists("mail-a-test").await.unwrap());
@@ -53,7 +57,11 @@ async fn sync_creates_then_changes_nothing_then_follows_changes() {
     let report = sync(&pool, &blobs, &desired, &options).await.unwrap();
     assert!(!report.changed(), "{report}");
     assert_eq!(
-        (report.domains.unchanged, report.mailboxes.unchanged, report.dkim_keys.unchanged),
+        (
+            report.domains.unchanged,
+            report.mailboxes.unchanged,
+            report.dkim_keys.unchanged
+        ),
         (2, 2, 1)
     );
     assert_eq!(snapshot(&pool).await, before);
@@ -66,7 +74,10 @@ async fn sync_creates_then_changes_nothing_then_follows_changes() {
     assert_eq!(report.mailboxes.updated, 2, "{report}");
     assert_eq!(report.dkim_keys.removed, 1, "{report}");
     assert_eq!(aliases_of(&pool, "two@b.test").await, ["x@b.test"]);
-    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM dkim_keys").fetch_one(&pool).await.unwrap();
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM dkim_keys")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(keys, 0);
 
     // Removing mailbox two (domain b: Delete) drops its row; removing domain a (Retain) with
@@ -74,10 +85,11 @@ async fn sync_creates_then_changes_nothing_then_follows_changes() {
     desired.mailboxes.remove(1);
     let report = sync(&pool, &blobs, &desired, &options).await.unwrap();
     assert_eq!(report.mailboxes.removed, 1, "{report}");
-    let two: i64 = sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE address = 'two@b.test'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let two: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE address = 'two@b.test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(two, 0);
 
     let retained = Desired {
@@ -86,21 +98,41 @@ async fn sync_creates_then_changes_nothing_then_follows_changes() {
         ..Desired::default()
     };
     let report = sync(&pool, &blobs, &retained, &options).await.unwrap();
-    assert_eq!((report.domains.removed, report.mailboxes.removed), (1, 1), "{report}");
+    assert_eq!(
+        (report.domains.removed, report.mailboxes.removed),
+        (1, 1),
+        "{report}"
+    );
     let kept: Vec<(String, bool)> =
         sqlx::query_as("SELECT name, deleted_at IS NOT NULL FROM domains ORDER BY name")
             .fetch_all(&pool)
             .await
             .unwrap();
-    assert_eq!(kept, [("a.test".to_string(), true), ("b.test".to_string(), false)]);
+    assert_eq!(
+        kept,
+        [("a.test".to_string(), true), ("b.test".to_string(), false)]
+    );
     assert!(blobs.bucket_exists("mail-a-test").await.unwrap());
     let before = snapshot(&pool).await;
-    assert!(!sync(&pool, &blobs, &retained, &options).await.unwrap().changed());
-    assert_eq!(snapshot(&pool).await, before, "retained rows are left alone");
+    assert!(
+        !sync(&pool, &blobs, &retained, &options)
+            .await
+            .unwrap()
+            .changed()
+    );
+    assert_eq!(
+        snapshot(&pool).await,
+        before,
+        "retained rows are left alone"
+    );
 
     // Everything back: the retained domain and mailbox are revived.
     let report = sync(&pool, &blobs, &desired, &options).await.unwrap();
-    assert_eq!((report.domains.updated, report.mailboxes.updated), (1, 1), "{report}");
+    assert_eq!(
+        (report.domains.updated, report.mailboxes.updated),
+        (1, 1),
+        "{report}"
+    );
     let served: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM mailboxes m JOIN domains d ON d.id = m.domain_id
          WHERE m.deleted_at IS NULL AND d.deleted_at IS NULL",
@@ -124,14 +156,20 @@ async fn an_invalid_state_writes_nothing() {
     let blobs = FsBlobStore::new(dir.path());
     let mut desired = state();
     desired.mailboxes[1].spec.address = "two@c.test".into();
-    let err = sync(&pool, &blobs, &desired, &Options::default()).await.expect_err("invalid");
+    let err = sync(&pool, &blobs, &desired, &Options::default())
+        .await
+        .expect_err("invalid");
     assert!(matches!(err, Error::Invalid(_)), "{err:?}");
     assert!(err.to_string().contains("Mailbox default/two"), "{err}");
     assert!(snapshot(&pool).await.is_empty());
     assert!(!blobs.bucket_exists("mail-a-test").await.unwrap());
 
-    let bad_prefix = Options { bucket_prefix: "Bad".into() };
-    let err = sync(&pool, &blobs, &state(), &bad_prefix).await.expect_err("bad prefix");
+    let bad_prefix = Options {
+        bucket_prefix: "Bad".into(),
+    };
+    let err = sync(&pool, &blobs, &state(), &bad_prefix)
+        .await
+        .expect_err("bad prefix");
     assert!(err.to_string().contains("bucket prefix"), "{err}");
 }
 
@@ -143,9 +181,15 @@ async fn the_examples_apply() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     let loaded = manifests::load_dir(&examples).expect("examples load");
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
-    let report = sync(&pool, &blobs, &loaded.desired, &Options::default()).await.unwrap();
+    let report = sync(&pool, &blobs, &loaded.desired, &Options::default())
+        .await
+        .unwrap();
     assert_eq!(
-        (report.domains.created, report.mailboxes.created, report.dkim_keys.created),
+        (
+            report.domains.created,
+            report.mailboxes.created,
+            report.dkim_keys.created
+        ),
         (1, 2, 1)
     );
 
@@ -164,7 +208,10 @@ async fn the_examples_apply() {
     assert!(verifies(&mailboxes[0].1, "alice-example-pw"));
     assert_eq!(mailboxes[1].0, "bob@example.test");
     assert!(verifies(&mailboxes[1].1, "bob-example-pw"));
-    assert_eq!(aliases_of(&pool, "alice@example.test").await, ["postmaster@example.test"]);
+    assert_eq!(
+        aliases_of(&pool, "alice@example.test").await,
+        ["postmaster@example.test"]
+    );
     let key: (String, String, bool) = sqlx::query_as(
         "SELECT d.name, k.selector, k.active FROM dkim_keys k JOIN domains d ON d.id = k.domain_id",
     )
@@ -173,5 +220,10 @@ async fn the_examples_apply() {
     .unwrap();
     assert_eq!(key, ("example.test".into(), "default".into(), true));
     assert!(blobs.bucket_exists("mail-example-test").await.unwrap());
-    assert!(!sync(&pool, &blobs, &loaded.desired, &Options::default()).await.unwrap().changed());
+    assert!(
+        !sync(&pool, &blobs, &loaded.desired, &Options::default())
+            .await
+            .unwrap()
+            .changed()
+    );
 }
