@@ -110,6 +110,11 @@ impl Session {
         }
     }
 
+    /// Ends an AUTHENTICATE whose response could not be decoded; its tag, if one was pending.
+    pub fn abort_authenticate(&mut self) -> Option<Tag<'static>> {
+        self.pending_auth.take()
+    }
+
     async fn finish_plain(&mut self, tag: Tag<'static>, response: &[u8]) -> Status<'static> {
         let result = match parse_plain(response) {
             Some((user, password)) => self.verify(tag.clone(), &user, &password).await,

@@ -29,6 +29,9 @@ fn options(ctx: &Context) -> Options {
     options.crlf_relaxed = true;
     options.max_literal_size = u32::try_from(ctx.settings.max_message_size).unwrap_or(u32::MAX);
     options.max_command_size = options.max_literal_size.saturating_add(MAX_COMMAND_LINE);
+    // Both texts are constants that imap-types accepts.
+    let _ = options.set_literal_accept_text("Ready for literal data".to_string());
+    let _ = options.set_literal_reject_text("Literal is too large".to_string());
     options
 }
 
@@ -54,6 +57,19 @@ fn queue(server: &mut Server, responses: Vec<Response<'static>>) {
     }
 }
 
+/// Writes everything queued, stopping at the first thing that is not output.
+async fn drain<S: AsyncWrite + Unpin>(server: &mut Server, stream: &mut S) -> anyhow::Result<()> {
+    loop {
+        match server.next() {
+            Err(Interrupt::Io(Io::Output(bytes))) => stream.write_all(&bytes).await?,
+            Ok(Event::ResponseSent { .. } | Event::GreetingSent { .. }) => {}
+            _ => break,
+        }
+    }
+    stream.flush().await?;
+    Ok(())
+}
+
 /// Serves one connection until the client logs out, hangs up or falls silent.
 pub async fn serve<S>(mut stream: S, peer: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()>
 where
@@ -71,9 +87,6 @@ where
             }
             Err(Interrupt::Io(Io::NeedMoreInput)) => {
                 stream.flush().await?;
-                if session.state() == State::Logout {
-                    break;
-                }
                 let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut buffer)).await;
                 match read {
                     Ok(Ok(0)) => break,
@@ -81,7 +94,8 @@ where
                     Ok(Err(err)) => return Err(err.into()),
                     Err(_) => {
                         server.enqueue_status(reply::bye("Autologout: idle for too long"));
-                        session.logout();
+                        drain(&mut server, &mut stream).await?;
+                        break;
                     }
                 }
                 continue;
@@ -91,6 +105,12 @@ where
                 match err {
                     ServerError::MalformedMessage { discarded_bytes }
                     | ServerError::ExpectedCrlfGotLf { discarded_bytes } => {
+                        // A bad AUTHENTICATE response ends that exchange with its own tag.
+                        if let Some(tag) = session.abort_authenticate() {
+                            let bad = reply::tagged_bad(tag, "Unknown command or bad syntax");
+                            let _ = server.authenticate_finish(bad);
+                            continue;
+                        }
                         let status = match tag_of(discarded_bytes.declassify()) {
                             Some(tag) => reply::tagged_bad(tag, "Unknown command or bad syntax"),
                             None => reply::untagged_bad("Unknown command or bad syntax"),
@@ -99,7 +119,8 @@ where
                     }
                     ServerError::CommandTooLong { .. } => {
                         server.enqueue_status(reply::bye("Command too long"));
-                        session.logout();
+                        drain(&mut server, &mut stream).await?;
+                        break;
                     }
                     // imap-next has already answered the tag with BAD.
                     ServerError::LiteralTooLong { .. } => {}
@@ -111,6 +132,11 @@ where
             Event::CommandReceived { command } => {
                 session.command(command).await;
                 queue(&mut server, session.take_output());
+                if session.state() == State::Logout {
+                    // Say goodbye and leave; anything the client sent after LOGOUT is ignored.
+                    drain(&mut server, &mut stream).await?;
+                    break;
+                }
             }
             Event::CommandAuthenticateReceived {
                 command_authenticate,

@@ -238,3 +238,141 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::auth::Authenticator;
+    use crate::context::Settings;
+    use crate::store::Store;
+
+    /// A context whose database cannot be reached: everything before login is pure, and a
+    /// store failure shows as it would in production.
+    fn offline_context(dir: &std::path::Path) -> Arc<Context> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        Arc::new(Context {
+            store: Store::new(
+                pool.clone(),
+                Arc::new(mail_blobstore::FsBlobStore::new(dir)),
+            ),
+            auth: Authenticator::new(pool),
+            settings: Settings {
+                hostname: "mx.example.test".into(),
+                ..Settings::default()
+            },
+        })
+    }
+
+    /// Feeds `input` to a connection as one burst, closes the sending side, returns all output.
+    async fn converse(input: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = offline_context(dir.path());
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let task = tokio::spawn(crate::imap::handle(server, peer, ctx));
+        client.write_all(input).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut out))
+            .await
+            .expect("server answered in time")
+            .unwrap();
+        task.await.unwrap().unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS] mx.example.test IMAP4rev1 ready\r\n";
+
+    #[tokio::test]
+    async fn conversations_before_login() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", ""),
+            (
+                b"a1 CAPABILITY\r\n",
+                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS\r\na1 OK CAPABILITY completed\r\n",
+            ),
+            (b"a1 NOOP\r\n", "a1 OK NOOP completed\r\n"),
+            (b"a1 noop\n", "a1 OK NOOP completed\r\n"),
+            (
+                b"a1 FROBNICATE\r\n",
+                "a1 BAD Unknown command or bad syntax\r\n",
+            ),
+            (b"\x01\x02\r\n", "* BAD Unknown command or bad syntax\r\n"),
+            (b"a1 SELECT INBOX\r\n", "a1 BAD Log in first\r\n"),
+            (b"a1 LIST \"\" *\r\n", "a1 BAD Log in first\r\n"),
+            (b"a1 FETCH 1 FLAGS\r\n", "a1 BAD Log in first\r\n"),
+            (b"a1 EXPUNGE\r\n", "a1 BAD Log in first\r\n"),
+            (
+                b"a1 STARTTLS\r\n",
+                "a1 BAD STARTTLS is not offered here\r\n",
+            ),
+            (
+                b"a1 ID (\"name\" \"test\")\r\n",
+                "* ID (\"name\" \"kubemail\")\r\na1 OK ID completed\r\n",
+            ),
+            (
+                b"a1 LOGOUT\r\na2 NOOP\r\n",
+                "* BYE Logging out\r\na1 OK LOGOUT completed\r\n",
+            ),
+            (
+                b"a1 AUTHENTICATE CRAM-MD5\r\n",
+                "a1 NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n",
+            ),
+            (
+                b"a1 AUTHENTICATE PLAIN\r\n*\r\na2 NOOP\r\n",
+                "+  \r\na1 BAD Authentication cancelled\r\na2 OK NOOP completed\r\n",
+            ),
+            // The store is down: a login is a temporary failure, not a wrong password.
+            (
+                b"a1 LOGIN alice@example.test secret\r\n",
+                "a1 NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n",
+            ),
+            // A synchronizing literal gets a continuation; a non-synchronizing one does not.
+            (
+                b"a1 LOGIN {18}\r\nalice@example.test secret\r\n",
+                "+ Ready for literal data\r\na1 NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n",
+            ),
+            (
+                b"a1 LOGIN {18+}\r\nalice@example.test secret\r\n",
+                "a1 NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n",
+            ),
+            (
+                b"a1 AUTHENTICATE PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n",
+                "a1 NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = converse(input).await;
+            assert_eq!(
+                got,
+                format!("{GREETING}{want}"),
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn huge_literal_is_refused_without_reading_it() {
+        let got = converse(b"a1 LOGIN {999999999}\r\na2 NOOP\r\n").await;
+        assert!(got.starts_with(GREETING), "{got}");
+        assert!(got.contains("a1 BAD Literal is too large\r\n"), "{got}");
+        assert!(got.ends_with("a2 OK NOOP completed\r\n"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn malformed_base64_in_authenticate_is_bad() {
+        let got = converse(b"a1 AUTHENTICATE PLAIN\r\n!!!notbase64\r\n").await;
+        assert_eq!(
+            got,
+            format!("{GREETING}+  \r\na1 BAD Unknown command or bad syntax\r\n")
+        );
+    }
+}
