@@ -1,0 +1,63 @@
+//! DkimKey → a `dkim_keys` row. Key generation comes later: the key columns stay NULL.
+
+use mail_resources::DkimKeySpec;
+use sqlx::PgPool;
+
+use crate::error::{Error, Outcome};
+
+/// Creates or updates the key's row. A changed algorithm clears the key pair, so that the key
+/// generator makes one of the new kind.
+pub async fn apply_dkim_key(pool: &PgPool, spec: &DkimKeySpec) -> Result<Outcome, Error> {
+    let domain_id: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM domains WHERE name = $1 AND deleted_at IS NULL")
+            .bind(&spec.domain)
+            .fetch_optional(pool)
+            .await?;
+    let Some(domain_id) = domain_id else {
+        return Err(Error::Conflict(format!(
+            "DKIM key {}: domain {} is not hosted; apply a MailDomain for it first",
+            spec.selector, spec.domain
+        )));
+    };
+    let inserted: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO dkim_keys (domain_id, selector, algorithm, active) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (domain_id, selector) DO UPDATE SET algorithm = EXCLUDED.algorithm,
+             active = EXCLUDED.active, updated_at = now(),
+             private_key_pem = CASE WHEN dkim_keys.algorithm = EXCLUDED.algorithm
+                                    THEN dkim_keys.private_key_pem END,
+             public_key = CASE WHEN dkim_keys.algorithm = EXCLUDED.algorithm
+                               THEN dkim_keys.public_key END
+         WHERE (dkim_keys.algorithm, dkim_keys.active)
+             IS DISTINCT FROM (EXCLUDED.algorithm, EXCLUDED.active)
+         RETURNING (xmax = 0)",
+    )
+    .bind(domain_id)
+    .bind(&spec.selector)
+    .bind(spec.algorithm.as_str())
+    .bind(spec.active)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match inserted {
+        Some(true) => Outcome::Created,
+        Some(false) => Outcome::Updated,
+        None => Outcome::Unchanged,
+    })
+}
+
+/// Removes the key's row.
+pub async fn delete_dkim_key(pool: &PgPool, domain: &str, selector: &str) -> Result<Outcome, Error> {
+    let deleted = sqlx::query(
+        "DELETE FROM dkim_keys WHERE selector = $2
+           AND domain_id = (SELECT id FROM domains WHERE name = $1)",
+    )
+    .bind(domain)
+    .bind(selector)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(if deleted > 0 {
+        Outcome::Removed
+    } else {
+        Outcome::Absent
+    })
+}
