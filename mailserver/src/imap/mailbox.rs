@@ -1,0 +1,413 @@
+//! Folder commands: LIST, LSUB, SELECT, EXAMINE, STATUS, NAMESPACE, SUBSCRIBE, and the view of
+//! the selected folder that maps sequence numbers to UIDs.
+
+use std::num::NonZeroU32;
+
+use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::core::{Atom, IString, QuotedChar};
+use imap_codec::imap_types::extensions::namespace::Namespace;
+use imap_codec::imap_types::flag::{Flag, FlagNameAttribute, FlagPerm};
+use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
+use imap_codec::imap_types::response::{Code, Data};
+use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
+
+use super::flags::has_flag;
+use super::reply::{self, CommandError};
+use super::session::{Outcome, Session};
+use crate::store::{Folder, MessageMeta};
+
+/// The hierarchy delimiter of folder names.
+pub const DELIMITER: char = '/';
+
+/// The selected folder as this session last told the client: message `n` (sequence number) is
+/// `messages[n - 1]`. It changes only at points where the client may be told (NOOP, EXPUNGE),
+/// so sequence numbers stay stable between them.
+pub struct Selected {
+    pub folder: Folder,
+    pub read_only: bool,
+    pub messages: Vec<MessageMeta>,
+}
+
+/// A UID as IMAP carries it (the schema keeps them in 1..=2^32-1).
+pub fn wire_uid(uid: i64) -> u32 {
+    u32::try_from(uid).unwrap_or(u32::MAX)
+}
+
+impl Selected {
+    pub fn uids(&self) -> Vec<u32> {
+        self.messages.iter().map(|m| wire_uid(m.uid)).collect()
+    }
+
+    /// Sequence number of a UID still in the view.
+    pub fn seq_of(&self, uid: i64) -> Option<usize> {
+        self.messages
+            .binary_search_by_key(&uid, |m| m.uid)
+            .ok()
+            .map(|i| i + 1)
+    }
+}
+
+/// The folder name a client wrote (`INBOX` in any case is the inbox).
+pub fn mailbox_name(mailbox: &Mailbox<'_>) -> Result<String, CommandError> {
+    match mailbox {
+        Mailbox::Inbox => Ok("INBOX".to_string()),
+        Mailbox::Other(other) => String::from_utf8(other.inner().as_ref().to_vec())
+            .map_err(|_| CommandError::bad("Folder names must be UTF-8 or modified UTF-7")),
+    }
+}
+
+fn wire_mailbox(folder: &Folder) -> Mailbox<'static> {
+    if folder.special_use.as_deref() == Some("inbox") {
+        Mailbox::Inbox
+    } else {
+        Mailbox::try_from(folder.name.clone()).unwrap_or(Mailbox::Inbox)
+    }
+}
+
+/// RFC 6154 attribute of a special-use folder.
+fn special_use_attribute(special_use: &str) -> Option<FlagNameAttribute<'static>> {
+    let name = match special_use {
+        "sent" => "Sent",
+        "drafts" => "Drafts",
+        "trash" => "Trash",
+        "junk" => "Junk",
+        "archive" => "Archive",
+        _ => return None,
+    };
+    Atom::try_from(name).ok().map(FlagNameAttribute::from)
+}
+
+/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
+pub fn matches(pattern: &[char], name: &[char]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some(('*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
+        Some(('%', rest)) => (0..=name.len())
+            .take_while(|&i| i == 0 || name[i - 1] != DELIMITER)
+            .any(|i| matches(rest, &name[i..])),
+        Some((c, rest)) => name.first() == Some(c) && matches(rest, &name[1..]),
+    }
+}
+
+fn list_pattern(wildcard: &ListMailbox<'_>) -> String {
+    match wildcard {
+        ListMailbox::Token(token) => String::from_utf8_lossy(token.as_ref()).into_owned(),
+        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+    }
+}
+
+/// The system flags every folder supports.
+pub fn system_flags() -> Vec<Flag<'static>> {
+    vec![
+        Flag::Answered,
+        Flag::Flagged,
+        Flag::Deleted,
+        Flag::Seen,
+        Flag::Draft,
+    ]
+}
+
+impl Session {
+    pub(super) async fn select(
+        &mut self,
+        tag: Tag<'static>,
+        mailbox: &Mailbox<'_>,
+        read_only: bool,
+    ) -> Outcome {
+        // A failed SELECT leaves no folder selected (RFC 3501 §6.3.1).
+        self.selected = None;
+        let mailbox_id = self.account()?.mailbox_id;
+        let name = mailbox_name(mailbox)?;
+        let Some(folder) = self.ctx.store.folder(mailbox_id, &name).await? else {
+            return Err(CommandError::no(Some("NONEXISTENT"), "No such folder"));
+        };
+        let messages = self.ctx.store.messages(folder.id).await?;
+
+        self.push(Data::Flags(system_flags()));
+        let permanent = if read_only {
+            Vec::new()
+        } else {
+            let mut flags: Vec<FlagPerm> = system_flags().into_iter().map(FlagPerm::Flag).collect();
+            flags.push(FlagPerm::Asterisk);
+            flags
+        };
+        self.push_status(reply::untagged_ok(
+            Some(Code::PermanentFlags(permanent)),
+            "Flags permitted",
+        ));
+        self.push(Data::Exists(
+            u32::try_from(messages.len()).unwrap_or(u32::MAX),
+        ));
+        self.push(Data::Recent(0));
+        if let Some(first_unseen) = messages.iter().position(|m| !has_flag(&m.flags, "\\Seen"))
+            && let Some(seq) = NonZeroU32::new(u32::try_from(first_unseen + 1).unwrap_or(u32::MAX))
+        {
+            self.push_status(reply::untagged_ok(
+                Some(Code::Unseen(seq)),
+                "First unseen message",
+            ));
+        }
+        if let Some(validity) = NonZeroU32::new(wire_uid(folder.uid_validity)) {
+            self.push_status(reply::untagged_ok(
+                Some(Code::UidValidity(validity)),
+                "UIDs valid",
+            ));
+        }
+        if let Some(next) = NonZeroU32::new(wire_uid(folder.uid_next)) {
+            self.push_status(reply::untagged_ok(
+                Some(Code::UidNext(next)),
+                "Predicted next UID",
+            ));
+        }
+        self.selected = Some(Selected {
+            folder,
+            read_only,
+            messages,
+        });
+        Ok(if read_only {
+            reply::tagged_ok(tag, Some(Code::ReadOnly), "EXAMINE completed")
+        } else {
+            reply::tagged_ok(tag, Some(Code::ReadWrite), "SELECT completed")
+        })
+    }
+
+    pub(super) async fn list(
+        &mut self,
+        tag: Tag<'static>,
+        reference: &Mailbox<'_>,
+        wildcard: &ListMailbox<'_>,
+        lsub: bool,
+    ) -> Outcome {
+        let mailbox_id = self.account()?.mailbox_id;
+        let reference = match reference {
+            Mailbox::Inbox => "INBOX".to_string(),
+            other => mailbox_name(other)?,
+        };
+        let pattern = list_pattern(wildcard);
+        let delimiter = QuotedChar::try_from(DELIMITER).ok();
+        if pattern.is_empty() {
+            // `LIST "" ""` asks only for the delimiter and the root (RFC 3501 §6.3.8).
+            let root = Mailbox::try_from("").unwrap_or(Mailbox::Inbox);
+            self.push(Data::List {
+                items: vec![FlagNameAttribute::Noselect],
+                delimiter,
+                mailbox: root,
+            });
+            return Ok(reply::tagged_ok(tag, None, "LIST completed"));
+        }
+        let full: Vec<char> = format!("{reference}{pattern}").chars().collect();
+        let folders = self.ctx.store.folders(mailbox_id).await?;
+        for folder in &folders {
+            if lsub && !folder.subscribed {
+                continue;
+            }
+            let is_inbox = folder.special_use.as_deref() == Some("inbox");
+            let name: Vec<char> = if is_inbox {
+                "INBOX".chars().collect()
+            } else {
+                folder.name.chars().collect()
+            };
+            let hit = if is_inbox {
+                // INBOX matches in any case.
+                let upper: Vec<char> = full.iter().map(|c| c.to_ascii_uppercase()).collect();
+                matches(&upper, &name)
+            } else {
+                matches(&full, &name)
+            };
+            if !hit {
+                continue;
+            }
+            let prefix = format!("{}{DELIMITER}", folder.name);
+            let has_children = folders
+                .iter()
+                .any(|f| f.id != folder.id && f.name.starts_with(&prefix));
+            let mut items = Vec::new();
+            let child_attr = if has_children {
+                "HasChildren"
+            } else {
+                "HasNoChildren"
+            };
+            if let Ok(atom) = Atom::try_from(child_attr) {
+                items.push(FlagNameAttribute::from(atom));
+            }
+            if let Some(attr) = folder
+                .special_use
+                .as_deref()
+                .and_then(special_use_attribute)
+            {
+                items.push(attr);
+            }
+            let mailbox = wire_mailbox(folder);
+            self.push(if lsub {
+                Data::Lsub {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
+            } else {
+                Data::List {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
+            });
+        }
+        Ok(reply::tagged_ok(
+            tag,
+            None,
+            if lsub {
+                "LSUB completed"
+            } else {
+                "LIST completed"
+            },
+        ))
+    }
+
+    pub(super) async fn status(
+        &mut self,
+        tag: Tag<'static>,
+        mailbox: &Mailbox<'_>,
+        names: &[StatusDataItemName],
+    ) -> Outcome {
+        let mailbox_id = self.account()?.mailbox_id;
+        let name = mailbox_name(mailbox)?;
+        let Some(folder) = self.ctx.store.folder(mailbox_id, &name).await? else {
+            return Err(CommandError::no(Some("NONEXISTENT"), "No such folder"));
+        };
+        let messages = self.ctx.store.messages(folder.id).await?;
+        let count = |f: &dyn Fn(&MessageMeta) -> bool| {
+            u32::try_from(messages.iter().filter(|m| f(m)).count()).unwrap_or(u32::MAX)
+        };
+        let mut items = Vec::new();
+        for item in names {
+            let value = match item {
+                StatusDataItemName::Messages => StatusDataItem::Messages(count(&|_| true)),
+                StatusDataItemName::Recent => StatusDataItem::Recent(0),
+                StatusDataItemName::UidNext => match NonZeroU32::new(wire_uid(folder.uid_next)) {
+                    Some(n) => StatusDataItem::UidNext(n),
+                    None => continue,
+                },
+                StatusDataItemName::UidValidity => {
+                    match NonZeroU32::new(wire_uid(folder.uid_validity)) {
+                        Some(n) => StatusDataItem::UidValidity(n),
+                        None => continue,
+                    }
+                }
+                StatusDataItemName::Unseen => {
+                    StatusDataItem::Unseen(count(&|m| !has_flag(&m.flags, "\\Seen")))
+                }
+                StatusDataItemName::Deleted => {
+                    StatusDataItem::Deleted(count(&|m| has_flag(&m.flags, "\\Deleted")))
+                }
+                StatusDataItemName::DeletedStorage => StatusDataItem::DeletedStorage(
+                    messages
+                        .iter()
+                        .filter(|m| has_flag(&m.flags, "\\Deleted"))
+                        .map(|m| u64::try_from(m.size).unwrap_or(0))
+                        .sum(),
+                ),
+                _ => continue,
+            };
+            items.push(value);
+        }
+        self.push(Data::Status {
+            mailbox: wire_mailbox(&folder),
+            items: items.into(),
+        });
+        Ok(reply::tagged_ok(tag, None, "STATUS completed"))
+    }
+
+    pub(super) fn namespace(&mut self, tag: Tag<'static>) -> Outcome {
+        let prefix = IString::try_from("").map_err(|_| CommandError::bad("namespace"))?;
+        self.push(Data::Namespace {
+            personal: vec![Namespace::new(prefix, QuotedChar::try_from(DELIMITER).ok())],
+            other: Vec::new(),
+            shared: Vec::new(),
+        });
+        Ok(reply::tagged_ok(tag, None, "NAMESPACE completed"))
+    }
+
+    /// Every folder is subscribed already; SUBSCRIBE only checks that it exists.
+    pub(super) async fn subscribe(&mut self, tag: Tag<'static>, mailbox: &Mailbox<'_>) -> Outcome {
+        let mailbox_id = self.account()?.mailbox_id;
+        let name = mailbox_name(mailbox)?;
+        match self.ctx.store.folder(mailbox_id, &name).await? {
+            Some(_) => Ok(reply::tagged_ok(tag, None, "SUBSCRIBE completed")),
+            None => Err(CommandError::no(Some("NONEXISTENT"), "No such folder")),
+        }
+    }
+
+    /// Tells the client what changed in the selected folder since it last looked: expunged
+    /// messages (highest sequence number first, so each number is right when it is read), new
+    /// messages as EXISTS, and flags changed by other sessions.
+    pub(super) async fn sync(&mut self) -> Result<(), CommandError> {
+        let Some(selected) = self.selected.as_ref() else {
+            return Ok(());
+        };
+        let fresh = self.ctx.store.messages(selected.folder.id).await?;
+        let old = &selected.messages;
+        let mut updates = Vec::new();
+        for (i, message) in old.iter().enumerate().rev() {
+            if fresh.binary_search_by_key(&message.uid, |m| m.uid).is_err()
+                && let Some(seq) = NonZeroU32::new(u32::try_from(i + 1).unwrap_or(u32::MAX))
+            {
+                updates.push(Data::Expunge(seq));
+            }
+        }
+        let kept = old.len() - updates.len();
+        if fresh.len() != kept {
+            updates.push(Data::Exists(u32::try_from(fresh.len()).unwrap_or(u32::MAX)));
+        }
+        for (i, message) in fresh.iter().enumerate() {
+            let changed = old
+                .binary_search_by_key(&message.uid, |m| m.uid)
+                .is_ok_and(|j| old[j].flags != message.flags);
+            if changed {
+                updates.push(super::fetch::flags_fetch(i + 1, message, false));
+            }
+        }
+        for data in updates {
+            self.push(data);
+        }
+        if let Some(selected) = self.selected.as_mut() {
+            selected.messages = fresh;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_patterns() {
+        for (pattern, name, want) in [
+            ("*", "INBOX", true),
+            ("*", "Archive/2024", true),
+            ("%", "Archive/2024", false),
+            ("%", "Archive", true),
+            ("Archive/%", "Archive/2024", true),
+            ("Archive/%", "Archive/2024/Q1", false),
+            ("Archive/*", "Archive/2024/Q1", true),
+            ("INBOX", "INBOX", true),
+            ("Sent", "Sent", true),
+            ("Sent", "Sent Items", false),
+            ("S%s", "Sent Items", true),
+            ("", "INBOX", false),
+        ] {
+            let p: Vec<char> = pattern.chars().collect();
+            let n: Vec<char> = name.chars().collect();
+            assert_eq!(matches(&p, &n), want, "{pattern} vs {name}");
+        }
+    }
+
+    #[test]
+    fn special_use() {
+        assert_eq!(
+            special_use_attribute("sent").map(|a| a.to_string()),
+            Some("\\Sent".to_string())
+        );
+        assert_eq!(special_use_attribute("inbox"), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! SEARCH and UID SEARCH. Flag, size, date, sequence and UID keys come from the metadata; the
+//! header and text keys read the message and match raw bytes without regard to ASCII case
+//! (no MIME decoding yet).
+
+use std::num::NonZeroU32;
+
+use chrono::NaiveDate;
+use imap_codec::imap_types::core::{AString, Charset, Tag, Vec1};
+use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::search::SearchKey;
+
+use super::flags::has_flag;
+use super::mailbox::wire_uid;
+use super::mime;
+use super::reply::{self, CommandError};
+use super::sequence;
+use super::session::{Outcome, Session};
+use crate::store::MessageMeta;
+
+/// One message as a search sees it.
+pub struct Candidate<'a> {
+    pub seq: u32,
+    pub count: u32,
+    pub max_uid: u32,
+    pub meta: &'a MessageMeta,
+    /// The message bytes, loaded only when a key needs them.
+    pub raw: Option<&'a [u8]>,
+}
+
+fn needs_body(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
+        SearchKey::Not(key) => needs_body(key),
+        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::Bcc(_)
+        | SearchKey::Body(_)
+        | SearchKey::Cc(_)
+        | SearchKey::From(_)
+        | SearchKey::Header(..)
+        | SearchKey::Subject(_)
+        | SearchKey::Text(_)
+        | SearchKey::To(_)
+        | SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_) => true,
+        _ => false,
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Whether a header field called `name` (in the message's own header) contains `needle`.
+fn header_contains(raw: &[u8], name: &[u8], needle: &[u8]) -> bool {
+    let header = match mime::parse(raw) {
+        Some(msg) => mime::PartRef::root(&msg).header_bytes().to_vec(),
+        None => return false,
+    };
+    let mut field: Vec<u8> = Vec::new();
+    let mut hit = false;
+    let mut check = |field: &[u8]| {
+        if let Some((n, v)) = field.split_once_colon()
+            && n.trim_ascii().eq_ignore_ascii_case(name)
+            && contains(v, needle)
+        {
+            hit = true;
+        }
+    };
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            field.extend_from_slice(line);
+        } else {
+            check(&field);
+            field = line.to_vec();
+        }
+    }
+    check(&field);
+    hit
+}
+
+trait SplitColon {
+    fn split_once_colon(&self) -> Option<(&[u8], &[u8])>;
+}
+
+impl SplitColon for [u8] {
+    fn split_once_colon(&self) -> Option<(&[u8], &[u8])> {
+        let at = self.iter().position(|&b| b == b':')?;
+        Some((&self[..at], &self[at + 1..]))
+    }
+}
+
+/// The date of the Date header, or of arrival when there is none.
+fn sent_date(c: &Candidate<'_>) -> NaiveDate {
+    let parsed = c.raw.and_then(mime::parse).and_then(|msg| {
+        msg.date()
+            .and_then(|d| chrono::DateTime::from_timestamp(d.to_timestamp(), 0))
+            .map(|d| d.date_naive())
+    });
+    parsed.unwrap_or_else(|| c.meta.internal_date.date_naive())
+}
+
+fn text(value: &AString<'_>) -> Vec<u8> {
+    value.as_ref().to_vec()
+}
+
+/// Whether the message satisfies the key.
+pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
+    let flag = |f: &str| has_flag(&c.meta.flags, f);
+    let raw = c.raw.unwrap_or_default();
+    let arrived = c.meta.internal_date.date_naive();
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
+        SearchKey::Or(a, b) => matches(a, c) || matches(b, c),
+        SearchKey::Not(k) => !matches(k, c),
+        SearchKey::All | SearchKey::Old => true,
+        // \Recent is never set: no session claims new mail for itself.
+        SearchKey::New | SearchKey::Recent => false,
+        SearchKey::SequenceSet(set) => sequence::contains(set, c.seq, c.count),
+        SearchKey::Uid(set) => sequence::contains(set, wire_uid(c.meta.uid), c.max_uid),
+        SearchKey::Answered => flag("\\Answered"),
+        SearchKey::Unanswered => !flag("\\Answered"),
+        SearchKey::Deleted => flag("\\Deleted"),
+        SearchKey::Undeleted => !flag("\\Deleted"),
+        SearchKey::Draft => flag("\\Draft"),
+        SearchKey::Undraft => !flag("\\Draft"),
+        SearchKey::Flagged => flag("\\Flagged"),
+        SearchKey::Unflagged => !flag("\\Flagged"),
+        SearchKey::Seen => flag("\\Seen"),
+        SearchKey::Unseen => !flag("\\Seen"),
+        SearchKey::Keyword(k) => flag(k.inner()),
+        SearchKey::Unkeyword(k) => !flag(k.inner()),
+        SearchKey::Larger(n) => c.meta.size > i64::from(*n),
+        SearchKey::Smaller(n) => c.meta.size < i64::from(*n),
+        SearchKey::Before(d) => arrived < *d.as_ref(),
+        SearchKey::On(d) => arrived == *d.as_ref(),
+        SearchKey::Since(d) => arrived >= *d.as_ref(),
+        SearchKey::SentBefore(d) => sent_date(c) < *d.as_ref(),
+        SearchKey::SentOn(d) => sent_date(c) == *d.as_ref(),
+        SearchKey::SentSince(d) => sent_date(c) >= *d.as_ref(),
+        SearchKey::From(v) => header_contains(raw, b"from", &text(v)),
+        SearchKey::To(v) => header_contains(raw, b"to", &text(v)),
+        SearchKey::Cc(v) => header_contains(raw, b"cc", &text(v)),
+        SearchKey::Bcc(v) => header_contains(raw, b"bcc", &text(v)),
+        SearchKey::Subject(v) => header_contains(raw, b"subject", &text(v)),
+        SearchKey::Header(name, v) => header_contains(raw, name.as_ref(), &text(v)),
+        SearchKey::Body(v) => {
+            let body = match mime::parse(raw) {
+                Some(msg) => mime::PartRef::root(&msg).body_bytes().to_vec(),
+                None => raw.to_vec(),
+            };
+            contains(&body, &text(v))
+        }
+        SearchKey::Text(v) => contains(raw, &text(v)),
+        SearchKey::ModSequence { modseq, .. } => {
+            u64::try_from(c.meta.modseq).unwrap_or(0) >= *modseq
+        }
+    }
+}
+
+impl Session {
+    pub(super) async fn search(
+        &mut self,
+        tag: Tag<'static>,
+        charset: Option<&Charset<'_>>,
+        criteria: &Vec1<SearchKey<'static>>,
+        uid: bool,
+    ) -> Outcome {
+        if let Some(charset) = charset {
+            let name = charset.as_ref();
+            if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
+                return Err(CommandError::no(
+                    Some("BADCHARSET"),
+                    "Use UTF-8 or US-ASCII",
+                ));
+            }
+        }
+        let store = self.ctx.store.clone();
+        let selected = self.selected_mut()?;
+        let key = SearchKey::And(criteria.clone());
+        let load = needs_body(&key);
+        let count = u32::try_from(selected.messages.len()).unwrap_or(u32::MAX);
+        let max_uid = selected
+            .messages
+            .last()
+            .map(|m| wire_uid(m.uid))
+            .unwrap_or(0);
+        let mut found = Vec::new();
+        for (i, meta) in selected.messages.iter().enumerate() {
+            let raw = if load {
+                Some(store.read_body(meta).await?)
+            } else {
+                None
+            };
+            let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let candidate = Candidate {
+                seq,
+                count,
+                max_uid,
+                meta,
+                raw: raw.as_deref(),
+            };
+            if matches(&key, &candidate) {
+                let number = if uid { wire_uid(meta.uid) } else { seq };
+                if let Some(n) = NonZeroU32::new(number) {
+                    found.push(n);
+                }
+            }
+        }
+        self.push(Data::Search(found, None));
+        Ok(reply::tagged_ok(tag, None, "SEARCH completed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_codec::CommandCodec;
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::command::CommandBody;
+
+    fn meta(uid: i64, flags: &[&str], size: i64) -> MessageMeta {
+        MessageMeta {
+            id: uid,
+            folder_id: 1,
+            uid,
+            modseq: 1,
+            size,
+            internal_date: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            bucket: "b".into(),
+            blob_key: "k".into(),
+        }
+    }
+
+    fn criteria(line: &str) -> SearchKey<'static> {
+        let input = format!("a SEARCH {line}\r\n");
+        let (_, command) = CommandCodec::default()
+            .decode(input.as_bytes())
+            .unwrap_or_else(|e| panic!("{line}: {e:?}"));
+        match command.body {
+            CommandBody::Search { criteria, .. } => {
+                imap_codec::imap_types::ToStatic::to_static(&SearchKey::And(criteria))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys() {
+        let raw = b"From: Alice <alice@example.test>\r\nSubject: Quarterly\r\n report\r\nDate: Tue, 14 Nov 2023 10:00:00 +0000\r\n\r\nThe numbers are in.\r\n";
+        let messages = [
+            meta(3, &["\\Seen"], 100),
+            meta(7, &["\\Deleted", "$Work"], 2000),
+            meta(9, &["\\Flagged", "\\Seen"], 50),
+        ];
+        let run = |line: &str| -> Vec<u32> {
+            let key = criteria(line);
+            messages
+                .iter()
+                .enumerate()
+                .filter(|(i, m)| {
+                    matches(
+                        &key,
+                        &Candidate {
+                            seq: *i as u32 + 1,
+                            count: 3,
+                            max_uid: 9,
+                            meta: m,
+                            raw: Some(&raw[..]),
+                        },
+                    )
+                })
+                .map(|(_, m)| m.uid as u32)
+                .collect()
+        };
+        for (line, want) in [
+            ("ALL", vec![3, 7, 9]),
+            ("SEEN", vec![3, 9]),
+            ("UNSEEN", vec![7]),
+            ("DELETED", vec![7]),
+            ("UNDELETED", vec![3, 9]),
+            ("FLAGGED", vec![9]),
+            ("SEEN UNFLAGGED", vec![3]),
+            ("OR FLAGGED DELETED", vec![7, 9]),
+            ("NOT SEEN", vec![7]),
+            ("KEYWORD $Work", vec![7]),
+            ("UID 7:*", vec![7, 9]),
+            ("UID 10:*", vec![9]),
+            ("2:3", vec![7, 9]),
+            ("LARGER 99", vec![3, 7]),
+            ("SMALLER 100", vec![9]),
+            ("NEW", vec![]),
+            ("SUBJECT report", vec![3, 7, 9]),
+            ("FROM ALICE@example", vec![3, 7, 9]),
+            ("TO alice", vec![]),
+            ("HEADER Subject quarterly", vec![3, 7, 9]),
+            ("BODY numbers", vec![3, 7, 9]),
+            ("BODY Quarterly", vec![]),
+            ("TEXT quarterly", vec![3, 7, 9]),
+            ("SENTON 14-Nov-2023", vec![3, 7, 9]),
+            ("SENTBEFORE 14-Nov-2023", vec![]),
+            ("SINCE 14-Nov-2023", vec![3, 7, 9]),
+            ("BEFORE 14-Nov-2023", vec![]),
+        ] {
+            assert_eq!(run(line), want, "{line}");
+        }
+    }
+}

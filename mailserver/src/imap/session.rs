@@ -1,0 +1,378 @@
+//! The IMAP session state machine (RFC 3501 §3): NotAuthenticated → Authenticated ⇄ Selected →
+//! Logout. It takes decoded commands and queues responses; it never touches a socket, so tests
+//! and the connection loop drive it the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use imap_codec::imap_types::auth::AuthMechanism;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{IString, NString, Tag, Vec1};
+use imap_codec::imap_types::response::{Capability, Code, Data, Greeting, Response, Status};
+
+use super::mailbox::Selected;
+use super::reply::{self, CommandError, text};
+use crate::Context;
+use crate::auth::Account;
+
+/// Where the session is in RFC 3501's state diagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    NotAuthenticated,
+    Authenticated,
+    Selected,
+    Logout,
+}
+
+/// One client's IMAP session.
+pub struct Session {
+    pub(super) ctx: Arc<Context>,
+    pub(super) peer: SocketAddr,
+    pub(super) account: Option<Account>,
+    pub(super) selected: Option<Selected>,
+    /// Tag of an AUTHENTICATE waiting for the client's response.
+    pub(super) pending_auth: Option<Tag<'static>>,
+    logged_out: bool,
+    out: Vec<Response<'static>>,
+}
+
+/// What a tagged command handler returns: the final OK (untagged data was queued on the way).
+pub(super) type Outcome = Result<Status<'static>, CommandError>;
+
+impl Session {
+    pub fn new(ctx: Arc<Context>, peer: SocketAddr) -> Self {
+        Self {
+            ctx,
+            peer,
+            account: None,
+            selected: None,
+            pending_auth: None,
+            logged_out: false,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        if self.logged_out {
+            State::Logout
+        } else if self.selected.is_some() {
+            State::Selected
+        } else if self.account.is_some() {
+            State::Authenticated
+        } else {
+            State::NotAuthenticated
+        }
+    }
+
+    /// The first line the client sees.
+    pub fn greeting(&self) -> Greeting<'static> {
+        let code = Code::Capability(self.capabilities());
+        let msg = format!("{} IMAP4rev1 ready", self.ctx.settings.hostname);
+        Greeting {
+            kind: imap_codec::imap_types::response::GreetingKind::Ok,
+            code: Some(code),
+            text: text(&msg),
+        }
+    }
+
+    /// Responses queued since the last call, in order.
+    pub fn take_output(&mut self) -> Vec<Response<'static>> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub(super) fn push(&mut self, data: Data<'static>) {
+        self.out.push(Response::Data(data));
+    }
+
+    pub(super) fn push_status(&mut self, status: Status<'static>) {
+        self.out.push(Response::Status(status));
+    }
+
+    pub(super) fn capabilities(&self) -> Vec1<Capability<'static>> {
+        let mut caps = vec![Capability::Imap4Rev1];
+        if self.account.is_none() {
+            caps.push(Capability::Auth(AuthMechanism::Plain));
+            caps.push(Capability::SaslIr);
+        }
+        caps.extend([
+            Capability::LiteralPlus,
+            Capability::Id,
+            Capability::Namespace,
+            Capability::Unselect,
+            Capability::UidPlus,
+        ]);
+        Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
+    }
+
+    /// Runs one command and queues its responses, the tagged status last.
+    pub async fn command(&mut self, command: Command<'static>) {
+        let tag = command.tag.clone();
+        let result = self.dispatch(tag.clone(), command.body).await;
+        let status = result.unwrap_or_else(|err| err.into_status(tag));
+        self.push_status(status);
+    }
+
+    /// Marks the session as logged out (the connection closes once the output is written).
+    pub(super) fn logout(&mut self) {
+        self.logged_out = true;
+        self.selected = None;
+    }
+
+    /// The account, or `BAD` when the command needs one.
+    pub(super) fn account(&self) -> Result<&Account, CommandError> {
+        self.account
+            .as_ref()
+            .ok_or_else(|| CommandError::bad("Log in first"))
+    }
+
+    pub(super) fn selected_mut(&mut self) -> Result<&mut Selected, CommandError> {
+        self.selected
+            .as_mut()
+            .ok_or_else(|| CommandError::bad("Select a folder first"))
+    }
+
+    async fn dispatch(&mut self, tag: Tag<'static>, body: CommandBody<'static>) -> Outcome {
+        let state = self.state();
+        let authenticated = matches!(state, State::Authenticated | State::Selected);
+        let selected = state == State::Selected;
+        match body {
+            CommandBody::Capability => {
+                let caps = self.capabilities();
+                self.push(Data::Capability(caps));
+                Ok(reply::tagged_ok(tag, None, "CAPABILITY completed"))
+            }
+            CommandBody::Noop | CommandBody::Check => {
+                if selected {
+                    self.sync().await?;
+                }
+                Ok(reply::tagged_ok(tag, None, "NOOP completed"))
+            }
+            CommandBody::Logout => {
+                self.push_status(reply::bye("Logging out"));
+                self.logout();
+                Ok(reply::tagged_ok(tag, None, "LOGOUT completed"))
+            }
+            CommandBody::Id { .. } => {
+                let name = |s: &'static str| IString::try_from(s).expect("constant is valid");
+                self.push(Data::Id {
+                    parameters: Some(vec![(name("name"), NString(Some(name("kubemail"))))]),
+                });
+                Ok(reply::tagged_ok(tag, None, "ID completed"))
+            }
+            CommandBody::StartTLS => Err(CommandError::bad("STARTTLS is not offered here")),
+            CommandBody::Login { username, password } => {
+                if state != State::NotAuthenticated {
+                    return Err(CommandError::bad("Already logged in"));
+                }
+                self.login(tag, username, password).await
+            }
+            CommandBody::Authenticate { .. } => {
+                // The connection routes AUTHENTICATE to `authenticate_start`.
+                Err(CommandError::bad("AUTHENTICATE is not expected here"))
+            }
+            _ if !authenticated => Err(CommandError::bad("Log in first")),
+            CommandBody::Select { mailbox, .. } => self.select(tag, &mailbox, false).await,
+            CommandBody::Examine { mailbox, .. } => self.select(tag, &mailbox, true).await,
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => self.list(tag, &reference, &mailbox_wildcard, false).await,
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => self.list(tag, &reference, &mailbox_wildcard, true).await,
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(tag, &mailbox, &item_names).await,
+            CommandBody::Namespace => self.namespace(tag),
+            CommandBody::Subscribe { mailbox } => self.subscribe(tag, &mailbox).await,
+            CommandBody::Create { .. }
+            | CommandBody::Delete { .. }
+            | CommandBody::Rename { .. }
+            | CommandBody::Unsubscribe { .. }
+            | CommandBody::Append { .. } => Err(CommandError::no(
+                Some("CANNOT"),
+                "Changing folders is not supported yet",
+            )),
+            _ if !selected => Err(CommandError::bad("Select a folder first")),
+            CommandBody::Close => self.close(tag).await,
+            CommandBody::Unselect => {
+                self.selected = None;
+                Ok(reply::tagged_ok(tag, None, "UNSELECT completed"))
+            }
+            CommandBody::Expunge => self.expunge(tag, None).await,
+            CommandBody::ExpungeUid { sequence_set } => {
+                self.expunge(tag, Some(&sequence_set)).await
+            }
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                ..
+            } => {
+                self.fetch(tag, &sequence_set, macro_or_item_names, uid)
+                    .await
+            }
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                ..
+            } => {
+                self.store(tag, &sequence_set, kind, response, &flags, uid)
+                    .await
+            }
+            CommandBody::Search {
+                charset,
+                criteria,
+                uid,
+            } => self.search(tag, charset.as_ref(), &criteria, uid).await,
+            CommandBody::Copy { .. } | CommandBody::Move { .. } => Err(CommandError::no(
+                Some("CANNOT"),
+                "COPY and MOVE are not supported yet",
+            )),
+            _ => Err(CommandError::bad("Command not supported")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::auth::Authenticator;
+    use crate::context::Settings;
+    use crate::store::Store;
+
+    /// A context whose database cannot be reached: everything before login is pure, and a
+    /// store failure shows as it would in production.
+    fn offline_context(dir: &std::path::Path) -> Arc<Context> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(200))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        Arc::new(Context {
+            store: Store::new(
+                pool.clone(),
+                Arc::new(mail_blobstore::FsBlobStore::new(dir)),
+            ),
+            auth: Authenticator::new(pool),
+            settings: Settings {
+                hostname: "mx.example.test".into(),
+                ..Settings::default()
+            },
+        })
+    }
+
+    /// Feeds `input` to a connection as one burst, closes the sending side, returns all output.
+    async fn converse(input: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = offline_context(dir.path());
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let task = tokio::spawn(crate::imap::handle(server, peer, ctx));
+        client.write_all(input).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut out))
+            .await
+            .expect("server answered in time")
+            .unwrap();
+        task.await.unwrap().unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS] mx.example.test IMAP4rev1 ready\r\n";
+
+    #[tokio::test]
+    async fn conversations_before_login() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", ""),
+            (
+                b"a1 CAPABILITY\r\n",
+                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS\r\na1 OK CAPABILITY completed\r\n",
+            ),
+            (b"a1 NOOP\r\n", "a1 OK NOOP completed\r\n"),
+            (b"a1 noop\n", "a1 OK NOOP completed\r\n"),
+            (
+                b"a1 FROBNICATE\r\n",
+                "a1 BAD Unknown command or bad syntax\r\n",
+            ),
+            (b"\x01\x02\r\n", "* BAD Unknown command or bad syntax\r\n"),
+            (b"a1 SELECT INBOX\r\n", "a1 BAD Log in first\r\n"),
+            (b"a1 LIST \"\" *\r\n", "a1 BAD Log in first\r\n"),
+            (b"a1 FETCH 1 FLAGS\r\n", "a1 BAD Log in first\r\n"),
+            (b"a1 EXPUNGE\r\n", "a1 BAD Log in first\r\n"),
+            (
+                b"a1 STARTTLS\r\n",
+                "a1 BAD STARTTLS is not offered here\r\n",
+            ),
+            (
+                b"a1 ID (\"name\" \"test\")\r\n",
+                "* ID (\"name\" \"kubemail\")\r\na1 OK ID completed\r\n",
+            ),
+            (
+                b"a1 LOGOUT\r\na2 NOOP\r\n",
+                "* BYE Logging out\r\na1 OK LOGOUT completed\r\n",
+            ),
+            (
+                b"a1 AUTHENTICATE CRAM-MD5\r\n",
+                "a1 NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n",
+            ),
+            (
+                b"a1 AUTHENTICATE PLAIN\r\n*\r\na2 NOOP\r\n",
+                "+  \r\na1 BAD Authentication cancelled\r\na2 OK NOOP completed\r\n",
+            ),
+            // The store is down: a login is a temporary failure, not a wrong password.
+            (
+                b"a1 LOGIN alice@example.test secret\r\n",
+                "a1 NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n",
+            ),
+            // A synchronizing literal gets a continuation; a non-synchronizing one does not.
+            (
+                b"a1 LOGIN {18}\r\nalice@example.test secret\r\n",
+                "+ Ready for literal data\r\na1 NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n",
+            ),
+            (
+                b"a1 LOGIN {18+}\r\nalice@example.test secret\r\n",
+                "a1 NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n",
+            ),
+            (
+                b"a1 AUTHENTICATE PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n",
+                "a1 NO [UNAVAILABLE] Temporary authentication failure, try again later\r\n",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = converse(input).await;
+            assert_eq!(
+                got,
+                format!("{GREETING}{want}"),
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn huge_literal_is_refused_without_reading_it() {
+        let got = converse(b"a1 LOGIN {999999999}\r\na2 NOOP\r\n").await;
+        assert!(got.starts_with(GREETING), "{got}");
+        assert!(got.contains("a1 BAD Literal is too large\r\n"), "{got}");
+        assert!(got.ends_with("a2 OK NOOP completed\r\n"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn malformed_base64_in_authenticate_is_bad() {
+        let got = converse(b"a1 AUTHENTICATE PLAIN\r\n!!!notbase64\r\n").await;
+        assert_eq!(
+            got,
+            format!("{GREETING}+  \r\na1 BAD Unknown command or bad syntax\r\n")
+        );
+    }
+}
