@@ -146,8 +146,7 @@ async fn roundtrip_with_bodies_on_the_filesystem() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roundtrip_with_bodies_on_garage() {
-    let blobs: Arc<dyn BlobStore> =
-        Arc::new(S3BlobStore::new(&mail_testkit::garage().s3_config()));
+    let blobs: Arc<dyn BlobStore> = Arc::new(S3BlobStore::new(&mail_testkit::garage().s3_config()));
     let stack = start(blobs.clone()).await;
     roundtrip(&stack).await;
     stored_once(&stack, blobs.as_ref()).await;

@@ -3,9 +3,9 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod context;
-pub mod bootstrap;
 pub mod imap;
 pub mod listener;
 pub mod pop3;
