@@ -40,16 +40,18 @@ impl Backends {
         let (url, embedded_pg) = match &config.database_url {
             Some(url) => (url.clone(), None),
             None => {
-                let pg_dir = data_dir.join("postgres");
+                // Ephemeral: localpg's own temporary directory, removed when it stops.
+                let pg_dir = (!config.ephemeral)
+                    .then(|| mail_localpg::reachable_data_dir(&data_dir.join("postgres")));
                 let options = PgOptions {
-                    data_dir: Some(pg_dir.clone()),
+                    data_dir: pg_dir.clone(),
                     port: 0,
                     fsync: !config.ephemeral,
                 };
                 let pg = tokio::task::spawn_blocking(move || LocalPostgres::start(options))
                     .await?
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                info!(dir = %pg_dir.display(), port = pg.port(), "embedded PostgreSQL started");
+                info!(dir = %pg.data_dir().display(), port = pg.port(), "embedded PostgreSQL started");
                 (pg.url("postgres"), Some(pg))
             }
         };

@@ -94,6 +94,36 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Where PostgreSQL can keep the data asked for at `requested`. As root the server runs as the
+/// `postgres` user, which cannot enter a private directory such as `/root`; the data then goes
+/// under `/var/lib/kubemail/` instead, in a folder named for the requested path, so the same
+/// `requested` always finds the same data. Otherwise `requested` itself.
+pub fn reachable_data_dir(requested: &Path) -> PathBuf {
+    if !nix::unistd::geteuid().is_root() {
+        return requested.to_path_buf();
+    }
+    let absolute = std::path::absolute(requested).unwrap_or_else(|_| requested.to_path_buf());
+    if others_can_reach(&absolute) {
+        return absolute;
+    }
+    let name: String = absolute
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    PathBuf::from("/var/lib/kubemail").join(name.trim_matches('-'))
+}
+
+/// Whether every existing ancestor of `path` lets others through (`o+x`), so a user other
+/// than the owner can reach `path` itself.
+fn others_can_reach(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.ancestors()
+        .skip(1)
+        .filter_map(|dir| std::fs::metadata(dir).ok())
+        .all(|meta| meta.permissions().mode() & 0o001 != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +141,23 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(highest_version_dir(empty.path()), None);
         assert_eq!(highest_version_dir(&empty.path().join("missing")), None);
+    }
+
+    #[test]
+    fn reachability_follows_the_ancestors() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let open = root.path().join("open");
+        let private = root.path().join("private");
+        for (dir, mode) in [(&open, 0o755), (&private, 0o700)] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        // tempdir() itself is 0700: open it up so only our two folders differ.
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(others_can_reach(&open.join("data")));
+        assert!(!others_can_reach(&private.join("data")));
+        assert!(!others_can_reach(&private.join("deeper/data")));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use super::{Recipient, Store, StoreError};
+use super::{Recipient, Store, StoreError, notify_changed};
 
 /// Where one copy of a delivered message landed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,11 +98,7 @@ impl Store {
                     .bind(size)
                     .execute(&mut *tx)
                     .await?;
-                // Delivered to listeners when the transaction commits (IDLE on every pod).
-                sqlx::query("SELECT pg_notify('mailbox_changed', $1)")
-                    .bind(mailbox_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                notify_changed(&mut tx, mailbox_id).await?;
                 delivered.push(Delivered {
                     mailbox_id,
                     folder_id,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, notify_changed};
 
 /// An IMAP folder of a mailbox.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -192,10 +192,7 @@ impl Store {
                 .bind(folder_id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("SELECT pg_notify('mailbox_changed', $1)")
-                .bind(mailbox_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            notify_changed(&mut tx, *mailbox_id).await?;
         }
         tx.commit().await?;
         let mut uids: Vec<i64> = removed.into_iter().map(|(uid, ..)| uid).collect();

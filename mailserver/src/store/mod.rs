@@ -49,3 +49,16 @@ impl Store {
         &self.blobs
     }
 }
+
+/// Tells every pod's listeners (IMAP IDLE) that a mailbox changed; PostgreSQL delivers the
+/// notification when the transaction commits, and drops it when it rolls back.
+pub(crate) async fn notify_changed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    mailbox_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify('mailbox_changed', $1)")
+        .bind(mailbox_id.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
