@@ -30,10 +30,15 @@ pub fn nstring(value: Option<&[u8]>) -> NString<'static> {
 }
 
 /// Bytes as an NString that is always a literal (message content: sizes, not quoting, matter).
+/// A NUL byte cannot travel in an IMAP literal; the rare message holding one gets spaces.
 pub fn literal(value: Vec<u8>) -> NString<'static> {
-    let literal = Literal::try_from(value).unwrap_or_else(|err| {
-        let _ = err;
-        Literal::try_from(&b""[..]).expect("empty literal is valid")
+    let literal = Literal::try_from(value.clone()).unwrap_or_else(|_| {
+        let cleaned: Vec<u8> = value
+            .iter()
+            .map(|&b| if b == 0 { b' ' } else { b })
+            .collect();
+        Literal::try_from(cleaned)
+            .unwrap_or_else(|_| Literal::try_from(&b""[..]).expect("empty literal is valid"))
     });
     NString(Some(IString::Literal(literal)))
 }
@@ -325,6 +330,20 @@ mod tests {
             .encode(&Response::Data(data))
             .dump();
         String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn literals_keep_their_length() {
+        for (input, want) in [
+            (&b"a\r\nb"[..], &b"a\r\nb"[..]),
+            (b"a\0b", b"a b"),
+            (b"", b""),
+        ] {
+            let NString(Some(IString::Literal(lit))) = literal(input.to_vec()) else {
+                panic!("not a literal");
+            };
+            assert_eq!(lit.data(), want);
+        }
     }
 
     #[test]
