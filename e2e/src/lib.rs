@@ -4,9 +4,15 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use mailserver::Addresses;
+use mail_blobstore::BlobStore;
+use mailserver::auth::Authenticator;
+use mailserver::context::{Context, Settings};
+use mailserver::store::Store;
+use mailserver::{Addresses, RunningServer};
+use sqlx::PgPool;
 
 /// The repository's `examples/` folder, which the embedded default applies.
 pub fn examples_dir() -> PathBuf {
@@ -50,4 +56,53 @@ pub fn listener_args(addresses: &Addresses) -> Vec<String> {
         "--pop3".into(),
         addresses.pop3.to_string(),
     ]
+}
+
+/// The whole stack on real servers: a fresh database from the test harness's PostgreSQL,
+/// `examples/` applied by the reconcile core (local mode), and the mail server on free ports.
+pub struct Stack {
+    pub pool: PgPool,
+    pub server: RunningServer,
+    /// Prefix of the bucket names, unique to this stack.
+    pub bucket_prefix: String,
+}
+
+/// Starts a [`Stack`] whose message bodies go to `blobs`.
+pub async fn start(blobs: Arc<dyn BlobStore>) -> Stack {
+    let url = tokio::task::spawn_blocking(mail_testkit::fresh_database)
+        .await
+        .expect("test harness");
+    let pool = PgPool::connect(&url)
+        .await
+        .expect("connect to the test database");
+    mail_provision::migrate(&pool).await.expect("migrations");
+    let loaded = mail_provision::manifests::load_dir(&examples_dir()).expect("examples load");
+    let bucket_prefix = mail_testkit::unique_prefix();
+    let options = mail_provision::Options {
+        bucket_prefix: bucket_prefix.clone(),
+    };
+    mail_provision::sync(&pool, blobs.as_ref(), &loaded.desired, &options)
+        .await
+        .expect("examples apply");
+    let ctx = Arc::new(Context {
+        store: Store::new(pool.clone(), blobs),
+        auth: Authenticator::new(pool.clone()),
+        settings: Settings::default(),
+    });
+    let any = "127.0.0.1:0".parse().expect("address");
+    let server = RunningServer::start(
+        ctx,
+        Addresses {
+            smtp: any,
+            imap: any,
+            pop3: any,
+        },
+    )
+    .await
+    .expect("server starts");
+    Stack {
+        pool,
+        server,
+        bucket_prefix,
+    }
 }

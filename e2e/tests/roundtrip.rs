@@ -6,54 +6,7 @@
 use std::sync::Arc;
 
 use mail_blobstore::{BlobStore, FsBlobStore, S3BlobStore};
-use mail_e2e::{examples_dir, listener_args, run_python};
-use mailserver::auth::Authenticator;
-use mailserver::context::{Context, Settings};
-use mailserver::store::Store;
-use mailserver::{Addresses, RunningServer};
-use sqlx::PgPool;
-
-struct Stack {
-    pool: PgPool,
-    server: RunningServer,
-    bucket_prefix: String,
-}
-
-async fn start(blobs: Arc<dyn BlobStore>) -> Stack {
-    let pool = PgPool::connect(&mail_testkit::fresh_database())
-        .await
-        .expect("connect to the test database");
-    mail_provision::migrate(&pool).await.expect("migrations");
-    let loaded = mail_provision::manifests::load_dir(&examples_dir()).expect("examples load");
-    let bucket_prefix = mail_testkit::unique_prefix();
-    let options = mail_provision::Options {
-        bucket_prefix: bucket_prefix.clone(),
-    };
-    mail_provision::sync(&pool, blobs.as_ref(), &loaded.desired, &options)
-        .await
-        .expect("examples apply");
-    let ctx = Arc::new(Context {
-        store: Store::new(pool.clone(), blobs),
-        auth: Authenticator::new(pool.clone()),
-        settings: Settings::default(),
-    });
-    let any = "127.0.0.1:0".parse().expect("address");
-    let server = RunningServer::start(
-        ctx,
-        Addresses {
-            smtp: any,
-            imap: any,
-            pop3: any,
-        },
-    )
-    .await
-    .expect("server starts");
-    Stack {
-        pool,
-        server,
-        bucket_prefix,
-    }
-}
+use mail_e2e::{Stack, listener_args, run_python, start};
 
 /// Runs `e2e/clients/roundtrip.py` for alice: SMTP in, IMAP and POP3 out, byte-identical
 /// bodies, flags across reconnects, POP3 DELE visible to IMAP, unknown recipient refused.

@@ -33,12 +33,27 @@ impl Protocol {
         stream: TcpStream,
         peer: SocketAddr,
         ctx: Arc<Context>,
+        shutdown: Shutdown,
     ) -> anyhow::Result<()> {
         match self {
-            Protocol::Smtp => crate::smtp::handle(stream, peer, ctx).await,
+            // IMAP and POP3 clients are cut when the drain time runs out; they reconnect.
+            Protocol::Smtp => crate::smtp::handle(stream, peer, ctx, shutdown).await,
             Protocol::Imap => crate::imap::handle(stream, peer, ctx).await,
             Protocol::Pop3 => crate::pop3::handle(stream, peer, ctx).await,
         }
+    }
+}
+
+/// Tells a connection handler that the server is shutting down, so it can say goodbye
+/// (`421` in SMTP) instead of being cut off when the drain time runs out.
+#[derive(Clone, Debug)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Completes once shutdown has begun.
+    pub async fn wait(mut self) {
+        // An error means the server is gone, which is a shutdown too.
+        let _ = self.0.wait_for(|stopping| *stopping).await;
     }
 }
 
@@ -79,9 +94,10 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
+        let signal = Shutdown(shutdown.clone());
         connections.spawn(async move {
             debug!(protocol = protocol.name(), %peer, "connection opened");
-            if let Err(err) = protocol.handle(stream, peer, ctx).await {
+            if let Err(err) = protocol.handle(stream, peer, ctx, signal).await {
                 debug!(protocol = protocol.name(), %peer, error = %err, "connection ended with error");
             }
             drop(permit);

@@ -29,6 +29,7 @@ pub use session::{Action, Delivery, Lookup, Session};
 
 use crate::Context;
 use crate::context::Settings;
+use crate::listener::Shutdown;
 
 /// The limits of one SMTP session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,12 +71,16 @@ impl Limits {
     }
 }
 
-/// Serves one SMTP connection until the client leaves.
-pub async fn handle<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()>
+/// Serves one SMTP connection until the client leaves; on shutdown the client gets `421`.
+pub async fn handle<S>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let limits = Limits::from_settings(&ctx.settings);
-    // The listener has no shutdown signal for handlers yet; the session cap bounds a drain.
-    connection::serve(stream, peer, ctx, limits, std::future::pending()).await
+    connection::serve(stream, peer, ctx, limits, shutdown.wait()).await
 }
