@@ -1,14 +1,10 @@
 //! IMAP against a real PostgreSQL: raw protocol exchanges and Python's imaplib.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-use mailserver::auth::Authenticator;
-use mailserver::context::{Context, Settings};
-use mailserver::store::Store;
-use mailserver::{Addresses, RunningServer};
+use std::net::SocketAddr;
+
+use common::TestServer;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -16,108 +12,17 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 const USER: &str = "alice@example.test";
 const PASSWORD: &str = "s3cret pass";
 
-struct World {
-    ctx: Arc<Context>,
-    server: Option<RunningServer>,
-    imap: SocketAddr,
-    _blobs: tempfile::TempDir,
-}
-
-impl World {
-    async fn start() -> Self {
-        let url = tokio::task::spawn_blocking(mail_testkit::fresh_database)
-            .await
-            .unwrap();
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        mail_provision::migrate(&pool).await.unwrap();
-        let salt = SaltString::generate(&mut OsRng);
-        let hash = Argon2::default()
-            .hash_password(PASSWORD.as_bytes(), &salt)
-            .unwrap()
-            .to_string();
-        let domain: i64 = sqlx::query_scalar(
-            "INSERT INTO domains (name, bucket) VALUES ('example.test', 'example-test') RETURNING id",
-        )
-        .fetch_one(&pool)
+/// Alice (password [`PASSWORD`]) with an empty INBOX, Sent, Archive and Archive/2024.
+async fn start() -> TestServer {
+    TestServer::builder()
+        .uid_validity(1234567)
+        .domain("example.test")
+        .mailbox(USER, Some(PASSWORD))
+        .folder(USER, "Sent", Some("sent"))
+        .folder(USER, "Archive", None)
+        .folder(USER, "Archive/2024", None)
+        .start()
         .await
-        .unwrap();
-        let mailbox: i64 = sqlx::query_scalar(
-            "INSERT INTO mailboxes (domain_id, address, quota_bytes, password_hash)
-             VALUES ($1, $2, 1000000000, $3) RETURNING id",
-        )
-        .bind(domain)
-        .bind(USER)
-        .bind(&hash)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        for (name, special_use) in [
-            ("INBOX", Some("inbox")),
-            ("Sent", Some("sent")),
-            ("Archive", None),
-            ("Archive/2024", None),
-        ] {
-            sqlx::query(
-                "INSERT INTO folders (mailbox_id, name, special_use, uid_validity)
-                 VALUES ($1, $2, $3, 1234567)",
-            )
-            .bind(mailbox)
-            .bind(name)
-            .bind(special_use)
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
-        let blobs = tempfile::tempdir().unwrap();
-        let ctx = Arc::new(Context {
-            store: Store::new(
-                pool.clone(),
-                Arc::new(mail_blobstore::FsBlobStore::new(blobs.path())),
-            ),
-            auth: Authenticator::new(pool),
-            settings: Settings::default(),
-        });
-        ctx.store
-            .blobs()
-            .create_bucket("example-test")
-            .await
-            .unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let server = RunningServer::start(
-            ctx.clone(),
-            Addresses {
-                smtp: any,
-                imap: any,
-                pop3: any,
-            },
-        )
-        .await
-        .unwrap();
-        let imap = server.addresses.imap;
-        World {
-            ctx,
-            server: Some(server),
-            imap,
-            _blobs: blobs,
-        }
-    }
-
-    async fn deliver(&self, raw: &[u8]) {
-        let rcpt = self
-            .ctx
-            .store
-            .resolve_recipient(USER)
-            .await
-            .unwrap()
-            .unwrap();
-        self.ctx.store.deliver(raw, &[rcpt]).await.unwrap();
-    }
-
-    async fn stop(mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
-    }
 }
 
 /// A line-oriented IMAP client that reads literals by their announced length.
@@ -219,8 +124,8 @@ const THIRD: &[u8] = b"Subject: third\r\n\r\nx\r\n";
 
 #[tokio::test]
 async fn login_failures_and_folders() {
-    let world = World::start().await;
-    let mut c = Client::connect(world.imap).await;
+    let world = start().await;
+    let mut c = Client::connect(world.addresses().imap).await;
     assert!(
         c.greeting
             .starts_with("* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN"),
@@ -303,11 +208,11 @@ async fn login_failures_and_folders() {
 
 #[tokio::test]
 async fn select_fetch_store_expunge() {
-    let world = World::start().await;
-    world.deliver(FIRST).await;
-    world.deliver(SECOND).await;
-    world.deliver(THIRD).await;
-    let mut c = Client::login(world.imap).await;
+    let world = start().await;
+    world.deliver(USER, FIRST).await;
+    world.deliver(USER, SECOND).await;
+    world.deliver(USER, THIRD).await;
+    let mut c = Client::login(world.addresses().imap).await;
 
     assert_eq!(
         c.run(
@@ -417,7 +322,7 @@ async fn select_fetch_store_expunge() {
     );
 
     // Another session sees the flags, and its expunge reaches us at NOOP.
-    let mut other = Client::login(world.imap).await;
+    let mut other = Client::login(world.addresses().imap).await;
     other.run("o1", "SELECT INBOX").await;
     assert_eq!(
         other.run("o2", "FETCH 1:3 FLAGS").await,
@@ -429,7 +334,7 @@ async fn select_fetch_store_expunge() {
         "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\no4 OK EXPUNGE completed\r\n",
         "highest first, each number right when read"
     );
-    world.deliver(FIRST).await;
+    world.deliver(USER, FIRST).await;
     assert_eq!(
         c.run("n1", "NOOP").await,
         "* 3 EXPUNGE\r\n* 1 EXPUNGE\r\n* 2 EXISTS\r\nn1 OK NOOP completed\r\n"
@@ -476,9 +381,9 @@ async fn select_fetch_store_expunge() {
 
 #[tokio::test]
 async fn python_imaplib() {
-    let world = World::start().await;
-    world.deliver(FIRST).await;
-    world.deliver(SECOND).await;
+    let world = start().await;
+    world.deliver(USER, FIRST).await;
+    world.deliver(USER, SECOND).await;
     let dir = tempfile::tempdir().unwrap();
     let expected = dir.path().join("second.eml");
     std::fs::write(&expected, SECOND).unwrap();
@@ -512,7 +417,7 @@ print('imaplib ok')
     let output = tokio::process::Command::new("python3")
         .arg("-c")
         .arg(script)
-        .arg(world.imap.port().to_string())
+        .arg(world.addresses().imap.port().to_string())
         .arg(USER)
         .arg(PASSWORD)
         .arg(&expected)

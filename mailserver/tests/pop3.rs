@@ -1,17 +1,11 @@
 //! POP3 against a real PostgreSQL and a filesystem blob store, driven by Python's poplib (an
 //! independent client) and by raw bytes.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
-use mail_blobstore::{BlobStore, FsBlobStore};
-use mailserver::auth::Authenticator;
-use mailserver::context::Settings;
-use mailserver::store::Store;
-use mailserver::{Addresses, Context, RunningServer};
+use common::TestServer;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,150 +14,42 @@ const PASSWORD: &str = "s3cret pass";
 const UID_VALIDITY: i64 = 4242;
 
 /// A running server with one mailbox (alice, password [`PASSWORD`]) and an empty INBOX.
-struct Fixture {
-    server: Option<RunningServer>,
-    ctx: Arc<Context>,
-    folder_id: i64,
-    mailbox_id: i64,
-    _blobs: tempfile::TempDir,
+async fn start() -> TestServer {
+    TestServer::builder()
+        .hostname("mx.example.test")
+        .uid_validity(UID_VALIDITY)
+        .domain("example.test")
+        .mailbox(USER, Some(PASSWORD))
+        .start()
+        .await
 }
 
-impl Fixture {
-    async fn start() -> Self {
-        let pool = sqlx::PgPool::connect(&mail_testkit::fresh_database())
-            .await
-            .expect("connect");
-        mail_provision::migrate(&pool).await.expect("migrate");
-        let hash = Argon2::default()
-            .hash_password(PASSWORD.as_bytes(), &SaltString::generate(&mut OsRng))
-            .expect("hash")
-            .to_string();
-        let domain_id: i64 = sqlx::query_scalar(
-            "INSERT INTO domains (name, bucket) VALUES ('example.test', 'mail-example-test') RETURNING id",
-        )
-        .fetch_one(&pool)
+/// Runs a Python poplib script with `p`, a connected `POP3`, and `login()`; returns the
+/// script's `out` dict.
+async fn poplib(world: &TestServer, script: &str) -> Value {
+    let program = format!(
+        "import poplib, json, base64, socket\n\
+         p = poplib.POP3('127.0.0.1', {port}, timeout=20)\n\
+         out = {{'welcome': p.getwelcome().decode()}}\n\
+         def login():\n    p.user({user:?}); p.pass_({password:?})\n\
+         {script}\n\
+         print(json.dumps(out))\n",
+        port = world.addresses().pop3.port(),
+        user = USER,
+        password = PASSWORD,
+    );
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(&program)
+        .output()
         .await
-        .expect("domain");
-        let mailbox_id: i64 = sqlx::query_scalar(
-            "INSERT INTO mailboxes (domain_id, address, quota_bytes, password_hash)
-             VALUES ($1, $2, 1000000, $3) RETURNING id",
-        )
-        .bind(domain_id)
-        .bind(USER)
-        .bind(&hash)
-        .fetch_one(&pool)
-        .await
-        .expect("mailbox");
-        let folder_id: i64 = sqlx::query_scalar(
-            "INSERT INTO folders (mailbox_id, name, special_use, uid_validity)
-             VALUES ($1, 'INBOX', 'inbox', $2) RETURNING id",
-        )
-        .bind(mailbox_id)
-        .bind(UID_VALIDITY)
-        .fetch_one(&pool)
-        .await
-        .expect("folder");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let blobs = FsBlobStore::new(dir.path());
-        blobs
-            .create_bucket("mail-example-test")
-            .await
-            .expect("bucket");
-        let ctx = Arc::new(Context {
-            store: Store::new(pool.clone(), Arc::new(blobs)),
-            auth: Authenticator::new(pool),
-            settings: Settings {
-                hostname: "mx.example.test".into(),
-                ..Settings::default()
-            },
-        });
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let server = RunningServer::start(
-            ctx.clone(),
-            Addresses {
-                smtp: any,
-                imap: any,
-                pop3: any,
-            },
-        )
-        .await
-        .expect("server");
-        Self {
-            server: Some(server),
-            ctx,
-            folder_id,
-            mailbox_id,
-            _blobs: dir,
-        }
-    }
-
-    fn port(&self) -> u16 {
-        self.server.as_ref().expect("running").addresses.pop3.port()
-    }
-
-    async fn deliver(&self, raw: &[u8]) {
-        let rcpt = self
-            .ctx
-            .store
-            .resolve_recipient(USER)
-            .await
-            .expect("resolve")
-            .expect("alice exists");
-        self.ctx.store.deliver(raw, &[rcpt]).await.expect("deliver");
-    }
-
-    async fn uids(&self) -> Vec<i64> {
-        self.ctx
-            .store
-            .messages(self.folder_id)
-            .await
-            .expect("messages")
-            .iter()
-            .map(|m| m.uid)
-            .collect()
-    }
-
-    async fn used_bytes(&self) -> i64 {
-        sqlx::query_scalar("SELECT used_bytes FROM mailboxes WHERE id = $1")
-            .bind(self.mailbox_id)
-            .fetch_one(self.ctx.store.db())
-            .await
-            .expect("used_bytes")
-    }
-
-    /// Runs a Python poplib script with `p`, a connected `POP3`, and `login()`; returns the
-    /// script's `out` dict.
-    async fn poplib(&self, script: &str) -> Value {
-        let program = format!(
-            "import poplib, json, base64, socket\n\
-             p = poplib.POP3('127.0.0.1', {port}, timeout=20)\n\
-             out = {{'welcome': p.getwelcome().decode()}}\n\
-             def login():\n    p.user({user:?}); p.pass_({password:?})\n\
-             {script}\n\
-             print(json.dumps(out))\n",
-            port = self.port(),
-            user = USER,
-            password = PASSWORD,
-        );
-        let output = tokio::process::Command::new("python3")
-            .arg("-c")
-            .arg(&program)
-            .output()
-            .await
-            .expect("python3 runs");
-        assert!(
-            output.status.success(),
-            "python failed:\n{program}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("json from python")
-    }
-
-    async fn stop(mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown().await;
-        }
-    }
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "python failed:\n{program}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("json from python")
 }
 
 /// Plain ASCII messages with CRLF line ends, lines starting with dots and a lone `.` line.
@@ -175,9 +61,9 @@ const THIRD: &[u8] = b"Subject: three\r\n\r\nthree\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retr_is_byte_identical_and_uidl_is_stable() {
-    let fx = Fixture::start().await;
-    fx.deliver(FIRST).await;
-    fx.deliver(SECOND).await;
+    let fx = start().await;
+    fx.deliver(USER, FIRST).await;
+    fx.deliver(USER, SECOND).await;
     let script = "\
 login()
 out['stat'] = list(p.stat())
@@ -192,7 +78,7 @@ out['top'] = [l.decode() for l in p.top(2, 1)[1]]
 out['capa'] = sorted(p.capa().keys())
 out['quit'] = p.quit().decode()
 ";
-    let first = fx.poplib(script).await;
+    let first = poplib(&fx, script).await;
     assert_eq!(first["welcome"], "+OK mx.example.test POP3 server ready");
     let sizes = (FIRST.len(), SECOND.len());
     assert_eq!(first["stat"], serde_json::json!([2, sizes.0 + sizes.1]));
@@ -226,13 +112,15 @@ out['quit'] = p.quit().decode()
         ])
     );
     // Reading leaves the messages where they are.
-    assert_eq!(fx.uids().await, vec![1, 2]);
+    assert_eq!(fx.uids(USER).await, vec![1, 2]);
 
     // A new message and a new session: old ids unchanged, the new one gets its own.
-    fx.deliver(THIRD).await;
-    let second = fx
-        .poplib("login()\nout['uidl'] = [l.decode() for l in p.uidl()[1]]\np.quit()")
-        .await;
+    fx.deliver(USER, THIRD).await;
+    let second = poplib(
+        &fx,
+        "login()\nout['uidl'] = [l.decode() for l in p.uidl()[1]]\np.quit()",
+    )
+    .await;
     assert_eq!(
         second["uidl"],
         serde_json::json!([
@@ -246,13 +134,12 @@ out['quit'] = p.quit().decode()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dele_and_quit_removes_the_messages() {
-    let fx = Fixture::start().await;
-    fx.deliver(FIRST).await;
-    fx.deliver(SECOND).await;
-    fx.deliver(THIRD).await;
-    let before = fx.used_bytes().await;
-    let out = fx
-        .poplib(
+    let fx = start().await;
+    fx.deliver(USER, FIRST).await;
+    fx.deliver(USER, SECOND).await;
+    fx.deliver(USER, THIRD).await;
+    let before = fx.used_bytes(USER).await;
+    let out = poplib(&fx,
             "login()\np.dele(1)\np.dele(3)\nout['stat'] = list(p.stat())\nout['quit'] = p.quit().decode()",
         )
         .await;
@@ -261,42 +148,45 @@ async fn dele_and_quit_removes_the_messages() {
         out["quit"],
         "+OK mx.example.test POP3 server signing off (2 messages deleted)"
     );
-    assert_eq!(fx.uids().await, vec![2]);
+    assert_eq!(fx.uids(USER).await, vec![2]);
     assert_eq!(
-        fx.used_bytes().await,
+        fx.used_bytes(USER).await,
         before - (FIRST.len() + THIRD.len()) as i64
     );
 
     // The next session sees what is left, numbered from 1 again.
-    let out = fx
-        .poplib("login()\nout['uidl'] = [l.decode() for l in p.uidl()[1]]\np.dele(1)\np.quit()")
-        .await;
+    let out = poplib(
+        &fx,
+        "login()\nout['uidl'] = [l.decode() for l in p.uidl()[1]]\np.dele(1)\np.quit()",
+    )
+    .await;
     assert_eq!(
         out["uidl"],
         serde_json::json!([format!("1 {UID_VALIDITY}.2")])
     );
-    assert_eq!(fx.uids().await, Vec::<i64>::new());
-    assert_eq!(fx.used_bytes().await, 0);
+    assert_eq!(fx.uids(USER).await, Vec::<i64>::new());
+    assert_eq!(fx.used_bytes(USER).await, 0);
     fx.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_and_rset_remove_nothing() {
-    let fx = Fixture::start().await;
-    fx.deliver(FIRST).await;
-    fx.deliver(SECOND).await;
+    let fx = start().await;
+    fx.deliver(USER, FIRST).await;
+    fx.deliver(USER, SECOND).await;
     // DELE acknowledged, then the connection drops without QUIT.
-    let out = fx
-        .poplib("login()\nout['dele'] = p.dele(1).decode()\np.file.close(); p.sock.close()")
-        .await;
+    let out = poplib(
+        &fx,
+        "login()\nout['dele'] = p.dele(1).decode()\np.file.close(); p.sock.close()",
+    )
+    .await;
     assert_eq!(out["dele"], "+OK message 1 deleted");
     // Give the server time to see the drop; nothing may be removed, now or later.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(fx.uids().await, vec![1, 2]);
+    assert_eq!(fx.uids(USER).await, vec![1, 2]);
 
     // DELE then RSET then QUIT: everything stays.
-    let out = fx
-        .poplib(
+    let out = poplib(&fx,
             "login()\np.dele(1)\np.dele(2)\nout['rset'] = p.rset().decode()\nout['stat'] = list(p.stat())\nout['quit'] = p.quit().decode()",
         )
         .await;
@@ -315,14 +205,14 @@ async fn dropped_connection_and_rset_remove_nothing() {
         out["quit"],
         "+OK mx.example.test POP3 server signing off (0 messages deleted)"
     );
-    assert_eq!(fx.uids().await, vec![1, 2]);
+    assert_eq!(fx.uids(USER).await, vec![1, 2]);
     fx.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins() {
-    let fx = Fixture::start().await;
-    fx.deliver(SECOND).await;
+    let fx = start().await;
+    fx.deliver(USER, SECOND).await;
     let script = format!(
         "p.user({USER:?})\n\
          try:\n    p.pass_('wrong')\nexcept poplib.error_proto as e:\n    out['wrong'] = e.args[0].decode()\n\
@@ -332,7 +222,7 @@ async fn logins() {
          out['stat'] = list(p.stat())\n\
          p.quit()"
     );
-    let out = fx.poplib(&script).await;
+    let out = poplib(&fx, &script).await;
     assert_eq!(out["wrong"], "-ERR [AUTH] invalid user name or password");
     assert_eq!(out["stat_before"], "-ERR not allowed before login");
     assert_eq!(
@@ -342,8 +232,7 @@ async fn logins() {
     assert_eq!(out["stat"], serde_json::json!([1, SECOND.len()]));
 
     // An unknown user fails exactly like a wrong password; the address matches in any case.
-    let out = fx
-        .poplib(
+    let out = poplib(&fx,
             "p.user('nobody@example.test')\n\
              try:\n    p.pass_('x')\nexcept poplib.error_proto as e:\n    out['unknown'] = e.args[0].decode()\n\
              p.user('ALICE@Example.Test')\nout['mixed'] = p.pass_('s3cret pass').decode()\np.quit()",
@@ -361,9 +250,9 @@ async fn logins() {
 /// byte, and the message is dot-stuffed on the wire.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_raw_session() {
-    let fx = Fixture::start().await;
-    fx.deliver(b"Subject: x\r\n\r\n.dot\r\n").await;
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", fx.port()))
+    let fx = start().await;
+    fx.deliver(USER, b"Subject: x\r\n\r\n.dot\r\n").await;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", fx.addresses().pop3.port()))
         .await
         .expect("connect");
     let commands = format!(
@@ -386,6 +275,6 @@ async fn pipelined_raw_session() {
                 +OK message 1 deleted\r\n\
                 +OK mx.example.test POP3 server signing off (1 messages deleted)\r\n";
     assert_eq!(String::from_utf8_lossy(&got), want);
-    assert_eq!(fx.uids().await, Vec::<i64>::new());
+    assert_eq!(fx.uids(USER).await, Vec::<i64>::new());
     fx.stop().await;
 }

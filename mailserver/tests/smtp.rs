@@ -2,131 +2,29 @@
 //! server on a free port, and clients speaking SMTP over TCP (our own and Python's smtplib).
 //! Stored messages must be exactly the trace headers plus what the client sent.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use chrono::DateTime;
-use mail_blobstore::{BlobStore, FsBlobStore};
-use mailserver::auth::Authenticator;
-use mailserver::context::Settings;
-use mailserver::store::Store;
-use mailserver::{Addresses, Context, RunningServer};
-use sqlx::PgPool;
+use common::TestServer;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-struct Fixture {
-    server: RunningServer,
-    ctx: Arc<Context>,
-    pool: PgPool,
-    _blobs: tempfile::TempDir,
-}
-
-impl Fixture {
-    /// A migrated database with `example.test` (alice, bob, small with a 600-byte quota) and
-    /// `broken.test` (zed), whose bucket was never created so that storing there fails.
-    async fn start() -> Self {
-        let url = tokio::task::spawn_blocking(mail_testkit::fresh_database)
-            .await
-            .expect("testkit");
-        let pool = PgPool::connect(&url).await.expect("connect");
-        mail_provision::migrate(&pool).await.expect("migrate");
-        let blobs = tempfile::tempdir().expect("temp dir");
-        let store = FsBlobStore::new(blobs.path());
-        store.create_bucket("example-test").await.expect("bucket");
-        for (domain, bucket) in [
-            ("example.test", "example-test"),
-            ("broken.test", "broken-test"),
-        ] {
-            sqlx::query("INSERT INTO domains (name, bucket) VALUES ($1, $2)")
-                .bind(domain)
-                .bind(bucket)
-                .execute(&pool)
-                .await
-                .expect("domain");
-        }
-        for (address, quota) in [
-            ("alice@example.test", 10_000_000i64),
-            ("bob@example.test", 10_000_000),
-            ("small@example.test", 600),
-            ("zed@broken.test", 10_000_000),
-        ] {
-            let domain = address.rsplit_once('@').expect("address").1;
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO mailboxes (domain_id, address, quota_bytes)
-                 SELECT id, $2, $3 FROM domains WHERE name = $1 RETURNING id",
-            )
-            .bind(domain)
-            .bind(address)
-            .bind(quota)
-            .fetch_one(&pool)
-            .await
-            .expect("mailbox");
-            sqlx::query(
-                "INSERT INTO folders (mailbox_id, name, special_use, uid_validity)
-                 VALUES ($1, 'INBOX', 'inbox', 1)",
-            )
-            .bind(id)
-            .execute(&pool)
-            .await
-            .expect("inbox");
-        }
-        let ctx = Arc::new(Context {
-            store: Store::new(pool.clone(), Arc::new(store)),
-            auth: Authenticator::new(pool.clone()),
-            settings: Settings {
-                hostname: "mx.test".to_string(),
-                ..Settings::default()
-            },
-        });
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let server = RunningServer::start(
-            ctx.clone(),
-            Addresses {
-                smtp: any,
-                imap: any,
-                pop3: any,
-            },
-        )
+/// `example.test` (alice, bob, small with a 600-byte quota) and `broken.test` (zed), whose
+/// bucket was never created so that storing there fails.
+async fn start() -> TestServer {
+    TestServer::builder()
+        .hostname("mx.test")
+        .domain("example.test")
+        .unbucketed_domain("broken.test")
+        .mailbox("alice@example.test", None)
+        .mailbox("bob@example.test", None)
+        .mailbox_with_quota("small@example.test", 600)
+        .mailbox("zed@broken.test", None)
+        .start()
         .await
-        .expect("server starts");
-        Self {
-            server,
-            ctx,
-            pool,
-            _blobs: blobs,
-        }
-    }
-
-    /// The INBOX messages of `address`, bodies included.
-    async fn inbox(&self, address: &str) -> Vec<(mailserver::store::MessageMeta, Vec<u8>)> {
-        let id: i64 = sqlx::query_scalar("SELECT id FROM mailboxes WHERE address = $1")
-            .bind(address)
-            .fetch_one(&self.pool)
-            .await
-            .expect("mailbox");
-        let store = &self.ctx.store;
-        let folder = store
-            .folder(id, "INBOX")
-            .await
-            .expect("query")
-            .expect("inbox");
-        let mut out = Vec::new();
-        for meta in store.messages(folder.id).await.expect("messages") {
-            let body = store.read_body(&meta).await.expect("body");
-            out.push((meta, body));
-        }
-        out
-    }
-
-    async fn used_bytes(&self, address: &str) -> i64 {
-        sqlx::query_scalar("SELECT used_bytes FROM mailboxes WHERE address = $1")
-            .bind(address)
-            .fetch_one(&self.pool)
-            .await
-            .expect("mailbox")
-    }
 }
 
 /// A minimal SMTP client: write raw bytes, read whole (multi-line) replies.
@@ -198,8 +96,8 @@ fn queued_id(reply: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_message_to_several_mailboxes_is_stored_once() {
-    let fx = Fixture::start().await;
-    let mut c = Client::connect(fx.server.addresses.smtp).await;
+    let fx = start().await;
+    let mut c = Client::connect(fx.addresses().smtp).await;
     c.expect("220 mx.test ESMTP ready").await;
     // The whole envelope pipelined in one write.
     c.send(
@@ -249,17 +147,17 @@ async fn one_message_to_several_mailboxes_is_stored_once() {
     assert_eq!(keys[0], keys[1], "one body for both mailboxes");
     let (blobs, refcount): (i64, i64) =
         sqlx::query_as("SELECT count(*), sum(refcount)::bigint FROM blobs")
-            .fetch_one(&fx.pool)
+            .fetch_one(fx.pool())
             .await
             .expect("blobs");
     assert_eq!((blobs, refcount), (1, 2));
-    fx.server.shutdown().await;
+    fx.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_store_answers_451_and_delivers_nothing() {
-    let fx = Fixture::start().await;
-    let mut c = Client::connect(fx.server.addresses.smtp).await;
+    let fx = start().await;
+    let mut c = Client::connect(fx.addresses().smtp).await;
     c.expect("220 mx.test ESMTP ready").await;
     c.send(
         "HELO client.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.test>\r\n\
@@ -297,13 +195,13 @@ async fn failed_store_answers_451_and_delivers_nothing() {
         &id,
         "Subject: lost?\r\n\r\nbody\r\n",
     );
-    fx.server.shutdown().await;
+    fx.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn quota_is_checked_at_rcpt_and_after_data() {
-    let fx = Fixture::start().await;
-    let mut c = Client::connect(fx.server.addresses.smtp).await;
+    let fx = start().await;
+    let mut c = Client::connect(fx.addresses().smtp).await;
     c.expect("220 mx.test ESMTP ready").await;
     c.send("EHLO client.test\r\nMAIL FROM:<s@remote.test> SIZE=601\r\nRCPT TO:<small@example.test>\r\nRSET\r\n")
         .await;
@@ -327,14 +225,14 @@ async fn quota_is_checked_at_rcpt_and_after_data() {
         .await;
     c.expect("221 2.0.0 mx.test closing connection").await;
     assert!(fx.inbox("small@example.test").await.is_empty());
-    fx.server.shutdown().await;
+    fx.stop().await;
 }
 
 /// Python's smtplib as an independent client: dot-stuffing, 8-bit content, refusals.
 #[tokio::test(flavor = "multi_thread")]
 async fn python_smtplib_delivers() {
-    let fx = Fixture::start().await;
-    let port = fx.server.addresses.smtp.port();
+    let fx = start().await;
+    let port = fx.addresses().smtp.port();
     let script = r#"
 import smtplib, sys
 msg = b"Subject: from python\r\n\r\n.starts with a dot\r\n..two\r\n\xc3\xa9t\xc3\xa9\r\n.\r\nend\r\n"
@@ -379,5 +277,5 @@ print("ok")
         &id,
         "Subject: from python\r\n\r\n.starts with a dot\r\n..two\r\nété\r\n.\r\nend\r\n",
     );
-    fx.server.shutdown().await;
+    fx.stop().await;
 }

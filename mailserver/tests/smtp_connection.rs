@@ -2,16 +2,14 @@
 //! shutdown, and a database that cannot be reached. No PostgreSQL is needed: the pool points at
 //! a closed port, which is exactly the "store down" case.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mail_blobstore::FsBlobStore;
 use mailserver::Context;
-use mailserver::auth::Authenticator;
-use mailserver::context::Settings;
 use mailserver::smtp::{Limits, connection};
-use mailserver::store::Store;
 use sqlx::postgres::PgPoolOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::oneshot;
@@ -22,14 +20,7 @@ fn context(blobs: &tempfile::TempDir) -> Arc<Context> {
         .acquire_timeout(Duration::from_secs(2))
         .connect_lazy("postgres://nobody@127.0.0.1:1/none")
         .expect("a valid URL");
-    Arc::new(Context {
-        store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs.path()))),
-        auth: Authenticator::new(pool),
-        settings: Settings {
-            hostname: "mx.test".to_string(),
-            ..Settings::default()
-        },
-    })
+    common::context(pool, blobs.path(), "mx.test")
 }
 
 fn peer() -> SocketAddr {
