@@ -1,0 +1,218 @@
+//! SMTP load: N messages of S bytes over C concurrent sessions into local mailboxes, on the
+//! whole stack (test-harness PostgreSQL, Garage or the filesystem store, `examples/` applied,
+//! the mail server in this process). Verifies that every message arrived and prints messages
+//! per second and per-message latency (MAIL FROM to the `250` after DATA).
+//!
+//!     cargo run --release -p mail-e2e --bin smtp-load -- --messages 10000 --size 10240 \
+//!         --concurrency 50 --blobs garage
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, ValueEnum};
+use mail_blobstore::{BlobStore, FsBlobStore, S3BlobStore};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Messages to send in all.
+    #[arg(long, default_value_t = 10_000)]
+    messages: usize,
+    /// Size of each message in bytes (headers included).
+    #[arg(long, default_value_t = 10 * 1024)]
+    size: usize,
+    /// Concurrent SMTP sessions.
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Where message bodies go.
+    #[arg(long, value_enum, default_value_t = Blobs::Garage)]
+    blobs: Blobs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Blobs {
+    Garage,
+    Filesystem,
+}
+
+/// A minimal SMTP client for load: one reply per command, no pipelining.
+struct Client {
+    reader: BufReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    line: String,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let (read, writer) = TcpStream::connect(addr).await?.into_split();
+        let mut client = Self {
+            reader: BufReader::new(read),
+            writer,
+            line: String::new(),
+        };
+        client.expect(220).await?;
+        client.command(b"EHLO load.test\r\n", 250).await?;
+        Ok(client)
+    }
+
+    /// Reads a whole (multi-line) reply and checks its code.
+    async fn expect(&mut self, code: u16) -> anyhow::Result<()> {
+        loop {
+            self.line.clear();
+            if self.reader.read_line(&mut self.line).await? == 0 {
+                bail!("connection closed while waiting for {code}");
+            }
+            if self.line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        if !self.line.starts_with(&code.to_string()) {
+            bail!("expected {code}, got {:?}", self.line.trim_end());
+        }
+        Ok(())
+    }
+
+    async fn command(&mut self, bytes: &[u8], code: u16) -> anyhow::Result<()> {
+        self.writer.write_all(bytes).await?;
+        self.expect(code).await
+    }
+
+    async fn send(&mut self, rcpt: &str, message: &[u8]) -> anyhow::Result<()> {
+        self.command(b"MAIL FROM:<load@sender.test>\r\n", 250)
+            .await?;
+        self.command(format!("RCPT TO:<{rcpt}>\r\n").as_bytes(), 250)
+            .await?;
+        self.command(b"DATA\r\n", 354).await?;
+        self.writer.write_all(message).await?;
+        self.command(b".\r\n", 250).await
+    }
+}
+
+/// A message of exactly `size` bytes (at least its headers), CRLF lines of 76 characters.
+fn message(size: usize, n: usize) -> Vec<u8> {
+    let mut out = format!(
+        "From: load@sender.test\r\nTo: alice@example.test\r\nSubject: load {n}\r\n\
+         Message-ID: <{n}@load.test>\r\n\r\n"
+    )
+    .into_bytes();
+    let line = [b'x'; 76];
+    while out.len() + 78 <= size {
+        out.extend_from_slice(&line);
+        out.extend_from_slice(b"\r\n");
+    }
+    while out.len() + 2 < size {
+        out.push(b'y');
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() as f64) * p).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let blobs: Arc<dyn BlobStore> = match args.blobs {
+        Blobs::Garage => {
+            let config = tokio::task::spawn_blocking(|| mail_testkit::garage().s3_config())
+                .await
+                .context("garage")?;
+            Arc::new(S3BlobStore::new(&config))
+        }
+        Blobs::Filesystem => {
+            let dir = tempfile::tempdir()?.keep();
+            Arc::new(FsBlobStore::new(dir))
+        }
+    };
+    let stack = mail_e2e::start(blobs).await;
+    let smtp = stack.server.addresses.smtp;
+    let rcpts = ["alice@example.test", "bob@example.test"];
+
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut sessions = tokio::task::JoinSet::new();
+    for _ in 0..args.concurrency.max(1) {
+        let next = next.clone();
+        let (total, size) = (args.messages, args.size);
+        sessions.spawn(async move {
+            let mut client = Client::connect(smtp).await?;
+            let mut latencies = Vec::new();
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let body = message(size, n);
+                let sent = Instant::now();
+                client.send(rcpts[n % rcpts.len()], &body).await?;
+                latencies.push(sent.elapsed());
+            }
+            client.command(b"QUIT\r\n", 221).await?;
+            anyhow::Ok(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(args.messages);
+    while let Some(done) = sessions.join_next().await {
+        latencies.extend(done??);
+    }
+    let elapsed = started.elapsed();
+
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM messages")
+        .fetch_one(&stack.pool)
+        .await?;
+    latencies.sort_unstable();
+    println!(
+        "smtp-load: {} messages of {} bytes over {} sessions, bodies on {:?}",
+        args.messages, args.size, args.concurrency, args.blobs
+    );
+    println!(
+        "  {:.1} s, {:.0} messages/s; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        elapsed.as_secs_f64(),
+        args.messages as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1000.0,
+        percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
+    );
+    println!("  stored {stored} of {} messages", args.messages);
+    stack.server.shutdown().await;
+    if stored != args.messages as i64 {
+        bail!(
+            "{} messages were acknowledged but {stored} stored",
+            args.messages
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_have_the_asked_size() {
+        for size in [200, 1000, 10 * 1024, 100_000] {
+            let m = message(size, 7);
+            assert_eq!(m.len(), size, "{size}");
+            assert!(m.ends_with(b"\r\n"));
+            assert!(!m.windows(5).any(|w| w == b"\r\n.\r\n"));
+        }
+    }
+
+    #[test]
+    fn percentiles() {
+        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&d, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&d, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+}
