@@ -90,16 +90,9 @@ pub async fn start(blobs: Arc<dyn BlobStore>) -> Stack {
         settings: Settings::default(),
     });
     let any = "127.0.0.1:0".parse().expect("address");
-    let server = RunningServer::start(
-        ctx,
-        Addresses {
-            smtp: any,
-            imap: any,
-            pop3: any,
-        },
-    )
-    .await
-    .expect("server starts");
+    let server = RunningServer::start(ctx, Addresses::all(any))
+        .await
+        .expect("server starts");
     Stack {
         pool,
         server,

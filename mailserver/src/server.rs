@@ -21,6 +21,17 @@ pub struct Addresses {
     pub pop3: SocketAddr,
 }
 
+impl Addresses {
+    /// Every protocol on `addr`; with port 0 each gets its own free port (tests, tools).
+    pub fn all(addr: SocketAddr) -> Self {
+        Self {
+            smtp: addr,
+            imap: addr,
+            pop3: addr,
+        }
+    }
+}
+
 /// A server whose listeners are bound and accepting.
 pub struct RunningServer {
     /// The addresses actually bound (ports resolved).

@@ -3,7 +3,7 @@
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::sequence::SequenceSet;
 
-use super::reply::{self, CommandError};
+use super::reply;
 use super::sequence;
 use super::session::{Outcome, Session};
 
@@ -16,13 +16,7 @@ impl Session {
         uid_set: Option<&SequenceSet>,
     ) -> Outcome {
         let store = self.ctx.store.clone();
-        let selected = self.selected_mut()?;
-        if selected.read_only {
-            return Err(CommandError::no(
-                Some("READ-ONLY"),
-                "The folder is open read-only (EXAMINE)",
-            ));
-        }
+        let selected = self.selected_writable()?;
         let only: Option<Vec<i64>> = match uid_set {
             Some(set) => Some(
                 sequence::select(&selected.uids(), set, true)?

@@ -6,7 +6,7 @@ use imap_codec::imap_types::flag::{Flag, FlagFetch, StoreResponse, StoreType};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::fetch::flags_fetch;
-use super::reply::{self, CommandError};
+use super::reply;
 use super::sequence;
 use super::session::{Outcome, Session};
 use crate::store::FlagMode;
@@ -45,13 +45,7 @@ impl Session {
         uid: bool,
     ) -> Outcome {
         let store = self.ctx.store.clone();
-        let selected = self.selected_mut()?;
-        if selected.read_only {
-            return Err(CommandError::no(
-                Some("READ-ONLY"),
-                "The folder is open read-only (EXAMINE)",
-            ));
-        }
+        let selected = self.selected_writable()?;
         let positions = sequence::select(&selected.uids(), set, uid)?;
         let uids: Vec<i64> = positions
             .iter()

@@ -131,6 +131,18 @@ impl Session {
             .ok_or_else(|| CommandError::bad("Select a folder first"))
     }
 
+    /// The selected folder when it may be changed (SELECT, not EXAMINE).
+    pub(super) fn selected_writable(&mut self) -> Result<&mut Selected, CommandError> {
+        let selected = self.selected_mut()?;
+        if selected.read_only {
+            return Err(CommandError::no(
+                Some("READ-ONLY"),
+                "The folder is open read-only (EXAMINE)",
+            ));
+        }
+        Ok(selected)
+    }
+
     async fn dispatch(&mut self, tag: Tag<'static>, body: CommandBody<'static>) -> Outcome {
         let state = self.state();
         let authenticated = matches!(state, State::Authenticated | State::Selected);

@@ -15,7 +15,6 @@
 // Each test binary compiles this module on its own and uses only part of it.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -184,17 +183,10 @@ impl Builder {
             self.insert_folder(&pool, id, &folder.name, folder.special_use.as_deref())
                 .await;
         }
-        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let server = RunningServer::start(
-            ctx.clone(),
-            Addresses {
-                smtp: any,
-                imap: any,
-                pop3: any,
-            },
-        )
-        .await
-        .expect("server starts");
+        let any = "127.0.0.1:0".parse().expect("address");
+        let server = RunningServer::start(ctx.clone(), Addresses::all(any))
+            .await
+            .expect("server starts");
         TestServer {
             server,
             ctx,
