@@ -69,6 +69,10 @@ pub struct Config {
     #[arg(long, env = "MAIL_POP3_LISTEN", default_value = "127.0.0.1:2110")]
     pub pop3_listen: SocketAddr,
 
+    /// HTTP listen address for operations: `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "MAIL_HTTP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub http_listen: SocketAddr,
+
     /// The name the server calls itself in greetings and Received headers.
     #[arg(long, env = "MAIL_HOSTNAME", default_value = "localhost")]
     pub hostname: String,
@@ -92,6 +96,8 @@ mod tests {
         assert_eq!(config.smtp_listen.port(), 2525);
         assert_eq!(config.imap_listen.port(), 2143);
         assert_eq!(config.pop3_listen.port(), 2110);
+        assert_eq!(config.http_listen.port(), 8080);
+        assert!(config.http_listen.ip().is_loopback());
         assert!(config.smtp_listen.ip().is_loopback());
     }
 
@@ -99,5 +105,7 @@ mod tests {
     fn bad_address_is_an_error() {
         let err = Config::try_parse_from(["mailserver", "--smtp-listen", "nowhere"]).unwrap_err();
         assert!(err.to_string().contains("--smtp-listen"), "{err}");
+        let err = Config::try_parse_from(["mailserver", "--http-listen", "8080"]).unwrap_err();
+        assert!(err.to_string().contains("--http-listen"), "{err}");
     }
 }

@@ -95,7 +95,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let ctx = ctx.clone();
         let signal = Shutdown(shutdown.clone());
+        let open = crate::metrics::connection_opened(protocol.name());
         connections.spawn(async move {
+            let _open = open;
             debug!(protocol = protocol.name(), %peer, "connection opened");
             if let Err(err) = protocol.handle(stream, peer, ctx, signal).await {
                 debug!(protocol = protocol.name(), %peer, error = %err, "connection ended with error");

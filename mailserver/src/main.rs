@@ -42,6 +42,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             smtp: config.smtp_listen,
             imap: config.imap_listen,
             pop3: config.pop3_listen,
+            http: config.http_listen,
         },
     )
     .await?;
@@ -50,6 +51,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     println!("SMTP listening on {}", a.smtp);
     println!("IMAP listening on {}", a.imap);
     println!("POP3 listening on {}", a.pop3);
+    println!("HTTP listening on {}", a.http);
     for (address, password) in &backends.example_logins {
         println!("login: {address} password: {password}");
     }

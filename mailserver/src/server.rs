@@ -19,15 +19,18 @@ pub struct Addresses {
     pub smtp: SocketAddr,
     pub imap: SocketAddr,
     pub pop3: SocketAddr,
+    /// Operations: health, readiness, metrics.
+    pub http: SocketAddr,
 }
 
 impl Addresses {
-    /// Every protocol on `addr`; with port 0 each gets its own free port (tests, tools).
+    /// Every protocol (HTTP too) on `addr`; with port 0 each gets its own free port (tests, tools).
     pub fn all(addr: SocketAddr) -> Self {
         Self {
             smtp: addr,
             imap: addr,
             pop3: addr,
+            http: addr,
         }
     }
 }
@@ -57,6 +60,11 @@ impl RunningServer {
             *slot = listener.local_addr()?;
             tasks.spawn(serve(listener, protocol, ctx.clone(), watch.clone()));
         }
+        let listener = TcpListener::bind(addresses.http)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for http on {}: {e}", addresses.http))?;
+        bound.http = listener.local_addr()?;
+        tasks.spawn(crate::http::serve(listener, ctx, watch));
         Ok(Self {
             addresses: bound,
             shutdown,

@@ -5,6 +5,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use sqlx::PgPool;
 
+use crate::metrics::{self, LoginResult};
 use crate::store::normalize_address;
 
 /// A logged-in user.
@@ -45,6 +46,16 @@ impl Authenticator {
         username: &str,
         password: &str,
     ) -> Result<Option<Account>, AuthError> {
+        let result = self.check(username, password).await;
+        metrics::login(match &result {
+            Ok(Some(_)) => LoginResult::Ok,
+            Ok(None) => LoginResult::Failed,
+            Err(_) => LoginResult::Error,
+        });
+        result
+    }
+
+    async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, AuthError> {
         let address = normalize_address(username);
         let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
             "SELECT m.id, m.address, m.password_hash

@@ -38,6 +38,16 @@ impl Store {
         raw: &[u8],
         recipients: &[Recipient],
     ) -> Result<Vec<Delivered>, StoreError> {
+        let result = self.store_message(raw, recipients).await;
+        crate::metrics::delivery(result.is_ok(), raw.len());
+        result
+    }
+
+    async fn store_message(
+        &self,
+        raw: &[u8],
+        recipients: &[Recipient],
+    ) -> Result<Vec<Delivered>, StoreError> {
         let key = blob_key(raw);
         let size = i64::try_from(raw.len()).unwrap_or(i64::MAX);
         // bucket -> distinct mailboxes in it

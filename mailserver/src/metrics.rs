@@ -1,0 +1,252 @@
+//! The process-wide Prometheus metrics, served on the HTTP port's `/metrics`.
+//!
+//! One registry per process (a `OnceLock`), so the places that count need nothing passed in:
+//! `Context` and its many constructors stay as they are.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// How a password check ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoginResult {
+    Ok,
+    /// Unknown user or wrong password.
+    Failed,
+    /// The check could not be made (database down and the like).
+    Error,
+}
+
+impl LoginResult {
+    fn label(self) -> &'static str {
+        match self {
+            LoginResult::Ok => "ok",
+            LoginResult::Failed => "failed",
+            LoginResult::Error => "error",
+        }
+    }
+}
+
+/// Protocols whose series exist from the start (at 0), so dashboards and rate() see them.
+const PROTOCOLS: [&str; 3] = ["smtp", "imap", "pop3"];
+
+struct Metrics {
+    registry: Registry,
+    connections: Family<ProtocolLabel, Counter>,
+    open: Family<ProtocolLabel, Gauge>,
+    deliveries: Family<ResultLabel, Counter>,
+    delivered_bytes: Counter,
+    logins: Family<ResultLabel, Counter>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("mailserver");
+        let connections = Family::<ProtocolLabel, Counter>::default();
+        let open = Family::<ProtocolLabel, Gauge>::default();
+        let deliveries = Family::<ResultLabel, Counter>::default();
+        let delivered_bytes = Counter::default();
+        let logins = Family::<ResultLabel, Counter>::default();
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "connections",
+            "Connections accepted, by protocol",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Connections open now, by protocol",
+            open.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Messages handed to the store for local mailboxes, by result",
+            deliveries.clone(),
+        );
+        registry.register(
+            "delivered_bytes",
+            "Bytes of the messages the store delivered (once per message)",
+            delivered_bytes.clone(),
+        );
+        registry.register(
+            "logins",
+            "Password checks, by result (ok, failed, error)",
+            logins.clone(),
+        );
+        // Creating a series is all that is wanted here; the returned read guards are dropped.
+        for protocol in PROTOCOLS {
+            let _ = connections.get_or_create(&ProtocolLabel { protocol });
+            let _ = open.get_or_create(&ProtocolLabel { protocol });
+        }
+        for result in ["ok", "error"] {
+            let _ = deliveries.get_or_create(&ResultLabel { result });
+        }
+        for result in [LoginResult::Ok, LoginResult::Failed, LoginResult::Error] {
+            let _ = logins.get_or_create(&ResultLabel {
+                result: result.label(),
+            });
+        }
+        Self {
+            registry,
+            connections,
+            open,
+            deliveries,
+            delivered_bytes,
+            logins,
+        }
+    }
+}
+
+fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// An open connection, counted in `mailserver_connections_open` until dropped.
+#[must_use = "the connection counts as open only while this lives"]
+pub struct OpenConnection {
+    protocol: &'static str,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics()
+            .open
+            .get_or_create(&ProtocolLabel {
+                protocol: self.protocol,
+            })
+            .dec();
+    }
+}
+
+/// Counts an accepted connection; it stays open (in the gauge) while the result lives.
+pub fn connection_opened(protocol: &'static str) -> OpenConnection {
+    let m = metrics();
+    let label = ProtocolLabel { protocol };
+    m.connections.get_or_create(&label).inc();
+    m.open.get_or_create(&label).inc();
+    OpenConnection { protocol }
+}
+
+/// Counts one `Store::deliver` call: its result and, when it succeeded, the message's bytes.
+pub fn delivery(ok: bool, bytes: usize) {
+    let m = metrics();
+    let result = if ok { "ok" } else { "error" };
+    m.deliveries.get_or_create(&ResultLabel { result }).inc();
+    if ok {
+        m.delivered_bytes.inc_by(bytes as u64);
+    }
+}
+
+/// Counts one password check.
+pub fn login(result: LoginResult) {
+    metrics()
+        .logins
+        .get_or_create(&ResultLabel {
+            result: result.label(),
+        })
+        .inc();
+}
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric in the text exposition format (OpenMetrics, which Prometheus scrapes).
+pub fn encode() -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; an encoder error would be a bug in a metric, and an
+    // empty answer is better than a panic in the scrape.
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &metrics().registry) {
+        tracing::error!(%err, "encoding metrics failed");
+    }
+    out
+}
+
+/// The value of the sample `series` (name and labels, as written in the exposition) in `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_exist_from_the_start() {
+        let text = encode();
+        for series in [
+            "mailserver_connections_total{protocol=\"smtp\"}",
+            "mailserver_connections_total{protocol=\"imap\"}",
+            "mailserver_connections_total{protocol=\"pop3\"}",
+            "mailserver_connections_open{protocol=\"smtp\"}",
+            "mailserver_deliveries_total{result=\"ok\"}",
+            "mailserver_deliveries_total{result=\"error\"}",
+            "mailserver_delivered_bytes_total",
+            "mailserver_logins_total{result=\"ok\"}",
+            "mailserver_logins_total{result=\"failed\"}",
+            "mailserver_logins_total{result=\"error\"}",
+        ] {
+            assert!(
+                sample(&text, series).is_some(),
+                "{series} missing in:\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            text.contains("# TYPE mailserver_connections_open gauge"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE mailserver_deliveries counter"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn open_connections_go_up_and_down() {
+        // Only this test uses the label "test", so parallel tests cannot disturb the counts.
+        let open = || sample(&encode(), "mailserver_connections_open{protocol=\"test\"}");
+        let total = || sample(&encode(), "mailserver_connections_total{protocol=\"test\"}");
+        let first = connection_opened("test");
+        let second = connection_opened("test");
+        assert_eq!(open(), Some(2.0));
+        assert_eq!(total(), Some(2.0));
+        drop(first);
+        assert_eq!(open(), Some(1.0));
+        drop(second);
+        assert_eq!(open(), Some(0.0));
+        assert_eq!(total(), Some(2.0));
+    }
+
+    #[test]
+    fn samples() {
+        let text = "# TYPE a counter\na_total{x=\"1\"} 3\na_total{x=\"12\"} 4.5\nb 7 123\n# EOF\n";
+        for (series, want) in [
+            ("a_total{x=\"1\"}", Some(3.0)),
+            ("a_total{x=\"12\"}", Some(4.5)),
+            ("b", Some(7.0)),
+            ("a_total{x=\"2\"}", None),
+            ("a_total", None),
+            ("# TYPE a", None),
+        ] {
+            assert_eq!(sample(text, series), want, "{series}");
+        }
+    }
+}
