@@ -37,11 +37,7 @@ pub async fn apply_dkim_key(pool: &PgPool, spec: &DkimKeySpec) -> Result<Outcome
     .bind(spec.active)
     .fetch_optional(pool)
     .await?;
-    Ok(match inserted {
-        Some(true) => Outcome::Created,
-        Some(false) => Outcome::Updated,
-        None => Outcome::Unchanged,
-    })
+    Ok(Outcome::of_upsert(inserted))
 }
 
 /// Removes the key's row.

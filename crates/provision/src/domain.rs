@@ -79,11 +79,7 @@ pub async fn apply_domain(
     .bind(spec.reclaim_policy.as_str())
     .fetch_optional(pool)
     .await?;
-    Ok(match inserted {
-        Some(true) => Outcome::Created,
-        Some(false) => Outcome::Updated,
-        None => Outcome::Unchanged,
-    })
+    Ok(Outcome::of_upsert(inserted))
 }
 
 /// Deletes a domain as its reclaim policy says. Retain: the domain, its mailboxes are marked

@@ -38,6 +38,18 @@ pub enum Outcome {
     Absent,
 }
 
+impl Outcome {
+    /// From an upsert that returns `(xmax = 0)` only when it wrote: `true` for an insert,
+    /// `false` for an update, no row when the conditional update found nothing to change.
+    pub(crate) fn of_upsert(inserted: Option<bool>) -> Self {
+        match inserted {
+            Some(true) => Outcome::Created,
+            Some(false) => Outcome::Updated,
+            None => Outcome::Unchanged,
+        }
+    }
+}
+
 /// Counts of outcomes for one kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
