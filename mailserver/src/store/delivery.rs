@@ -33,6 +33,9 @@ impl Store {
     /// Stores `raw` once per bucket and files it into the INBOX of every recipient (duplicates
     /// of a mailbox count once). When this returns `Ok`, the message is durable everywhere;
     /// on `Err`, no row was written (a body already put stays unreferenced until collected).
+    /// A recipient the message would take over quota fails the whole delivery with
+    /// [`StoreError::QuotaExceeded`]; callers check [`Recipient::fits`] first, so this only
+    /// happens when concurrent deliveries race for the last bytes.
     pub async fn deliver(
         &self,
         raw: &[u8],
@@ -103,11 +106,20 @@ impl Store {
                 .bind(size)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE mailboxes SET used_bytes = used_bytes + $2 WHERE id = $1")
-                    .bind(mailbox_id)
-                    .bind(size)
-                    .execute(&mut *tx)
-                    .await?;
+                // The quota holds under concurrency: the row lock serializes deliveries to one
+                // mailbox, and a message that no longer fits rolls the whole delivery back.
+                let fits: Option<i64> = sqlx::query_scalar(
+                    "UPDATE mailboxes SET used_bytes = used_bytes + $2
+                      WHERE id = $1 AND used_bytes + $2 <= quota_bytes
+                      RETURNING id",
+                )
+                .bind(mailbox_id)
+                .bind(size)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if fits.is_none() {
+                    return Err(StoreError::QuotaExceeded { mailbox_id });
+                }
                 notify_changed(&mut tx, mailbox_id).await?;
                 delivered.push(Delivered {
                     mailbox_id,

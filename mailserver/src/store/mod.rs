@@ -18,7 +18,7 @@ use mail_blobstore::{BlobError, BlobStore};
 use sqlx::PgPool;
 
 /// A store failure. Protocols answer these with a temporary error (4xx, `NO [UNAVAILABLE]`,
-/// `-ERR`): none of them is the client's fault.
+/// `-ERR`): none of them is the client's fault, and a retry may succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -27,6 +27,8 @@ pub enum StoreError {
     Blob(#[from] BlobError),
     #[error("message body {bucket}/{key} is missing from the blob store")]
     MissingBlob { bucket: String, key: String },
+    #[error("mailbox {mailbox_id} has no room for the message")]
+    QuotaExceeded { mailbox_id: i64 },
 }
 
 /// Handle to the mail store; cheap to clone.
