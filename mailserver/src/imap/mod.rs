@@ -12,6 +12,8 @@ mod fetch;
 mod flags;
 mod mailbox;
 mod mime;
+#[cfg(test)]
+mod noise;
 mod reply;
 mod search;
 mod sequence;

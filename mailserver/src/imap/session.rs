@@ -252,7 +252,7 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -264,7 +264,7 @@ mod tests {
 
     /// A context whose database cannot be reached: everything before login is pure, and a
     /// store failure shows as it would in production.
-    fn offline_context(dir: &std::path::Path) -> Arc<Context> {
+    pub(in crate::imap) fn offline_context(dir: &std::path::Path) -> Arc<Context> {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .acquire_timeout(Duration::from_millis(200))
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")

@@ -5,6 +5,8 @@
 mod command;
 mod connection;
 mod maildrop;
+#[cfg(test)]
+mod noise;
 mod reply;
 mod session;
 

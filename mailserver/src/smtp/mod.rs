@@ -14,6 +14,8 @@
 pub mod connection;
 pub mod data;
 pub mod envelope;
+#[cfg(test)]
+mod noise;
 pub mod reply;
 pub mod session;
 pub mod trace;
