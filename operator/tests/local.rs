@@ -51,6 +51,13 @@ fn local_applies_the_examples_once_and_then_changes_nothing() {
 fn errors_are_one_line_and_exit_1() {
     let url = mail_testkit::fresh_database();
     let dir = tempfile::tempdir().expect("tempdir");
+    // A hosted domain, so that the run gets as far as validating the rest.
+    std::fs::write(
+        dir.path().join("domain.yaml"),
+        "apiVersion: mail.kubemail.io/v1alpha1\nkind: MailDomain\nmetadata: {name: o}\n\
+         spec: {domain: other.test}\n",
+    )
+    .expect("write");
     std::fs::write(
         dir.path().join("bad.yaml"),
         "apiVersion: mail.kubemail.io/v1alpha1\nkind: Mailbox\nmetadata: {name: x}\n\
@@ -59,6 +66,8 @@ fn errors_are_one_line_and_exit_1() {
          spec: {domain: nowhere.test, selector: s}\n",
     )
     .expect("write");
+    let no_domains = tempfile::tempdir().expect("tempdir");
+    let no_domains = no_domains.path().to_str().expect("utf-8 path");
     let blob_dir = dir.path().join("blobs");
     let manifests = dir.path().to_str().expect("utf-8 path");
     let blob_dir = blob_dir.to_str().expect("utf-8 path");
@@ -87,6 +96,18 @@ fn errors_are_one_line_and_exit_1() {
                 blob_dir,
             ],
             "reading /nonexistent",
+        ),
+        (
+            &[
+                "local",
+                "--manifests",
+                no_domains,
+                "--database-url",
+                &url,
+                "--blob-dir",
+                blob_dir,
+            ],
+            "defines no MailDomain; applying it would remove every hosted domain",
         ),
         (
             &["local", "--manifests", manifests, "--database-url", &url],

@@ -25,6 +25,11 @@ pub enum ManifestError {
         index: usize,
         message: String,
     },
+    #[error(
+        "{dir} defines no MailDomain; applying it would remove every hosted domain, so nothing \
+         was changed (a half-written checkout or a wrong path looks like this)"
+    )]
+    NoDomains { dir: PathBuf },
 }
 
 /// What loading found: the desired state and warnings about what it skipped (for the caller
@@ -35,7 +40,8 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
-/// Loads every `*.yaml` / `*.yml` file under `dir` (recursively, in sorted path order).
+/// Loads every `*.yaml` / `*.yml` file under `dir` (recursively, in sorted path order). A
+/// directory that defines no MailDomain is an error: syncing it would remove everything.
 pub fn load_dir(dir: &Path) -> Result<Loaded, ManifestError> {
     let mut files = Vec::new();
     collect_files(dir, &mut files)?;
@@ -48,6 +54,13 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, ManifestError> {
             source,
         })?;
         load_text(&path, &text, &mut loaded, &mut seen)?;
+    }
+    // Local mode removes what the directory no longer names; an empty directory would take
+    // every domain with it. Remove domains by deleting their files one at a time instead.
+    if loaded.desired.domains.is_empty() {
+        return Err(ManifestError::NoDomains {
+            dir: dir.to_path_buf(),
+        });
     }
     Ok(loaded)
 }
@@ -306,5 +319,29 @@ mod tests {
         assert_eq!(names, ["example.test", "b.test", "c.test"]);
         let missing = load_dir(&dir.path().join("nope")).expect_err("missing dir");
         assert!(missing.to_string().contains("nope"));
+    }
+
+    #[test]
+    fn a_directory_without_domains_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = load_dir(dir.path()).expect_err("empty dir");
+        assert!(matches!(empty, ManifestError::NoDomains { .. }), "{empty}");
+        assert!(
+            empty.to_string().contains("defines no MailDomain"),
+            "{empty}"
+        );
+        // Mailboxes alone do not count: without their domain they would all be removed too.
+        std::fs::write(
+            dir.path().join("secret.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: pw\nstringData:\n  password: x\n",
+        )
+        .expect("write");
+        let secrets_only = load_dir(dir.path()).expect_err("no domain");
+        assert!(matches!(secrets_only, ManifestError::NoDomains { .. }));
+        std::fs::write(dir.path().join("domain.yaml"), DOMAIN).expect("write");
+        assert_eq!(
+            load_dir(dir.path()).expect("loads").desired.domains.len(),
+            1
+        );
     }
 }
