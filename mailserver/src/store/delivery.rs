@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use sqlx::{Postgres, Transaction};
 
 use super::{Recipient, Store, StoreError, notify_changed};
 
@@ -72,63 +74,151 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut delivered = Vec::new();
         for (bucket, mailboxes) in &by_bucket {
-            let blob_id: i64 = sqlx::query_scalar(
-                "INSERT INTO blobs (bucket, key, size, refcount) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (bucket, key) DO UPDATE SET refcount = blobs.refcount + EXCLUDED.refcount
-                 RETURNING id",
-            )
-            .bind(bucket)
-            .bind(&key)
-            .bind(size)
-            .bind(mailboxes.len() as i64)
-            .fetch_one(&mut *tx)
-            .await?;
+            let blob_id =
+                add_blob_refs(&mut tx, bucket, &key, size, mailboxes.len() as i64).await?;
             for &mailbox_id in mailboxes {
-                // Taking the UID bumps uid_next under the row lock, so concurrent deliveries
-                // to one folder get distinct, increasing UIDs.
-                let (folder_id, uid, modseq): (i64, i64, i64) = sqlx::query_as(
-                    "UPDATE folders SET uid_next = uid_next + 1, highest_modseq = highest_modseq + 1
-                      WHERE mailbox_id = $1 AND special_use = 'inbox'
-                      RETURNING id, uid_next - 1, highest_modseq",
-                )
-                .bind(mailbox_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO messages (mailbox_id, folder_id, uid, modseq, blob_id, size)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(mailbox_id)
-                .bind(folder_id)
-                .bind(uid)
-                .bind(modseq)
-                .bind(blob_id)
-                .bind(size)
-                .execute(&mut *tx)
-                .await?;
-                // The quota holds under concurrency: the row lock serializes deliveries to one
-                // mailbox, and a message that no longer fits rolls the whole delivery back.
-                let fits: Option<i64> = sqlx::query_scalar(
-                    "UPDATE mailboxes SET used_bytes = used_bytes + $2
-                      WHERE id = $1 AND used_bytes + $2 <= quota_bytes
-                      RETURNING id",
-                )
-                .bind(mailbox_id)
-                .bind(size)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if fits.is_none() {
-                    return Err(StoreError::QuotaExceeded { mailbox_id });
-                }
+                let taken = take_uids(&mut tx, mailbox_id, None, 1)
+                    .await?
+                    .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
+                let row = NewMessage {
+                    mailbox_id,
+                    folder_id: taken.folder_id,
+                    uid: taken.first_uid,
+                    modseq: taken.modseq,
+                    blob_id,
+                    size,
+                    flags: &[],
+                    internal_date: None,
+                };
+                insert_message(&mut tx, &row).await?;
+                charge_quota(&mut tx, mailbox_id, size).await?;
                 notify_changed(&mut tx, mailbox_id).await?;
                 delivered.push(Delivered {
                     mailbox_id,
-                    folder_id,
-                    uid,
+                    folder_id: taken.folder_id,
+                    uid: taken.first_uid,
                 });
             }
         }
         tx.commit().await?;
         Ok(delivered)
+    }
+}
+
+/// UIDs reserved in a folder by [`take_uids`].
+pub(super) struct TakenUids {
+    pub folder_id: i64,
+    pub uid_validity: i64,
+    /// The first of `count` consecutive UIDs.
+    pub first_uid: i64,
+    /// The folder's new highest modseq, for the rows written now.
+    pub modseq: i64,
+}
+
+/// A message row about to be written.
+pub(super) struct NewMessage<'a> {
+    pub mailbox_id: i64,
+    pub folder_id: i64,
+    pub uid: i64,
+    pub modseq: i64,
+    pub blob_id: i64,
+    pub size: i64,
+    pub flags: &'a [String],
+    /// `None` is now.
+    pub internal_date: Option<DateTime<Utc>>,
+}
+
+/// Adds `refs` references to the blob `bucket/key` (creating its row) and returns its id.
+pub(super) async fn add_blob_refs(
+    tx: &mut Transaction<'_, Postgres>,
+    bucket: &str,
+    key: &str,
+    size: i64,
+    refs: i64,
+) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO blobs (bucket, key, size, refcount) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (bucket, key) DO UPDATE SET refcount = blobs.refcount + EXCLUDED.refcount
+         RETURNING id",
+    )
+    .bind(bucket)
+    .bind(key)
+    .bind(size)
+    .bind(refs)
+    .fetch_one(&mut **tx)
+    .await?)
+}
+
+/// Reserves `count` UIDs in a folder of `mailbox_id` (`folder_id`, or the INBOX when `None`).
+/// Bumping uid_next under the row lock gives concurrent writers distinct, increasing UIDs.
+/// `None` when the mailbox has no such folder, so nobody can write into another's folder.
+pub(super) async fn take_uids(
+    tx: &mut Transaction<'_, Postgres>,
+    mailbox_id: i64,
+    folder_id: Option<i64>,
+    count: i64,
+) -> Result<Option<TakenUids>, StoreError> {
+    let row: Option<(i64, i64, i64, i64)> = sqlx::query_as(
+        "UPDATE folders SET uid_next = uid_next + $3, highest_modseq = highest_modseq + 1
+          WHERE mailbox_id = $1
+            AND CASE WHEN $2::bigint IS NULL THEN special_use = 'inbox' ELSE id = $2 END
+          RETURNING id, uid_validity, uid_next - $3, highest_modseq",
+    )
+    .bind(mailbox_id)
+    .bind(folder_id)
+    .bind(count)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(
+        row.map(|(folder_id, uid_validity, first_uid, modseq)| TakenUids {
+            folder_id,
+            uid_validity,
+            first_uid,
+            modseq,
+        }),
+    )
+}
+
+pub(super) async fn insert_message(
+    tx: &mut Transaction<'_, Postgres>,
+    row: &NewMessage<'_>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO messages (mailbox_id, folder_id, uid, modseq, blob_id, size, flags, internal_date)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8, now()))",
+    )
+    .bind(row.mailbox_id)
+    .bind(row.folder_id)
+    .bind(row.uid)
+    .bind(row.modseq)
+    .bind(row.blob_id)
+    .bind(row.size)
+    .bind(row.flags)
+    .bind(row.internal_date)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Counts `size` more bytes against the mailbox's quota, or fails with
+/// [`StoreError::QuotaExceeded`] (the caller's transaction then rolls back). The row lock
+/// serializes writers to one mailbox, so the quota holds under concurrency.
+pub(super) async fn charge_quota(
+    tx: &mut Transaction<'_, Postgres>,
+    mailbox_id: i64,
+    size: i64,
+) -> Result<(), StoreError> {
+    let fits: Option<i64> = sqlx::query_scalar(
+        "UPDATE mailboxes SET used_bytes = used_bytes + $2
+          WHERE id = $1 AND used_bytes + $2 <= quota_bytes
+          RETURNING id",
+    )
+    .bind(mailbox_id)
+    .bind(size)
+    .fetch_optional(&mut **tx)
+    .await?;
+    match fits {
+        Some(_) => Ok(()),
+        None => Err(StoreError::QuotaExceeded { mailbox_id }),
     }
 }

@@ -5,6 +5,7 @@
 //! commit may a protocol report success.
 
 mod delivery;
+mod imap_ops;
 mod messages;
 mod recipients;
 
@@ -29,6 +30,9 @@ pub enum StoreError {
     MissingBlob { bucket: String, key: String },
     #[error("mailbox {mailbox_id} has no room for the message")]
     QuotaExceeded { mailbox_id: i64 },
+    /// The folder does not exist in the mailbox (or belongs to another one).
+    #[error("no such folder in mailbox {mailbox_id}")]
+    NoSuchFolder { mailbox_id: i64 },
 }
 
 /// Handle to the mail store; cheap to clone.

@@ -1,0 +1,177 @@
+//! What IMAP writes besides flags: APPEND, COPY and MOVE (RFC 3501, RFC 4315, RFC 6851).
+//!
+//! They share delivery's steps (blob references, UIDs under the folder's row lock, quota in
+//! the transaction), so the same invariants hold whoever writes a message.
+
+use chrono::{DateTime, Utc};
+
+use super::delivery::{
+    NewMessage, add_blob_refs, blob_key, charge_quota, insert_message, take_uids,
+};
+use super::{Store, StoreError, notify_changed};
+
+/// A message row of the source folder, as COPY and MOVE need it.
+#[derive(sqlx::FromRow)]
+struct Source {
+    id: i64,
+    mailbox_id: i64,
+    uid: i64,
+    blob_id: i64,
+    size: i64,
+    flags: Vec<String>,
+    internal_date: DateTime<Utc>,
+}
+
+impl Store {
+    /// Files `raw` into `folder_id` of `mailbox_id` with the given flags and internal date
+    /// (`None` is now) and returns the folder's UIDVALIDITY and the new UID.
+    /// Fails with [`StoreError::NoSuchFolder`] when the folder is not the mailbox's and with
+    /// [`StoreError::QuotaExceeded`] when the message does not fit; then no row was written.
+    pub async fn append(
+        &self,
+        mailbox_id: i64,
+        folder_id: i64,
+        raw: &[u8],
+        flags: &[String],
+        internal_date: Option<DateTime<Utc>>,
+    ) -> Result<(i64, i64), StoreError> {
+        // The folder check also keeps a body of a foreign folder out of the blob store.
+        let bucket: Option<String> = sqlx::query_scalar(
+            "SELECT d.bucket FROM folders f
+               JOIN mailboxes m ON m.id = f.mailbox_id
+               JOIN domains d ON d.id = m.domain_id
+              WHERE f.id = $2 AND f.mailbox_id = $1",
+        )
+        .bind(mailbox_id)
+        .bind(folder_id)
+        .fetch_optional(&self.db)
+        .await?;
+        let bucket = bucket.ok_or(StoreError::NoSuchFolder { mailbox_id })?;
+        let key = blob_key(raw);
+        let size = i64::try_from(raw.len()).unwrap_or(i64::MAX);
+        self.blobs.put(&bucket, &key, raw).await?;
+
+        let mut tx = self.db.begin().await?;
+        let blob_id = add_blob_refs(&mut tx, &bucket, &key, size, 1).await?;
+        let taken = take_uids(&mut tx, mailbox_id, Some(folder_id), 1)
+            .await?
+            .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
+        let row = NewMessage {
+            mailbox_id,
+            folder_id,
+            uid: taken.first_uid,
+            modseq: taken.modseq,
+            blob_id,
+            size,
+            flags,
+            internal_date,
+        };
+        insert_message(&mut tx, &row).await?;
+        charge_quota(&mut tx, mailbox_id, size).await?;
+        notify_changed(&mut tx, mailbox_id).await?;
+        tx.commit().await?;
+        Ok((taken.uid_validity, taken.first_uid))
+    }
+
+    /// Copies the messages `uids` of `from_folder` into `to_folder` of the same mailbox: the
+    /// same blob (one more reference each), flags and internal date kept, new UIDs in
+    /// ascending source order. Returns `(source UID, new UID)` for every message that was
+    /// there. The copies count against the quota ([`StoreError::QuotaExceeded`], nothing
+    /// copied); a folder of another mailbox is [`StoreError::NoSuchFolder`].
+    pub async fn copy_messages(
+        &self,
+        from_folder: i64,
+        to_folder: i64,
+        uids: &[i64],
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.transfer(from_folder, to_folder, uids, false).await
+    }
+
+    /// Moves the messages `uids` of `from_folder` into `to_folder` of the same mailbox in one
+    /// transaction: afterwards they are in the target under new UIDs and gone from the
+    /// source, or nothing changed. Blob references and quota stay as they were (the same
+    /// bytes are stored once either way). Returns `(source UID, new UID)` pairs, ascending.
+    pub async fn move_messages(
+        &self,
+        from_folder: i64,
+        to_folder: i64,
+        uids: &[i64],
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        self.transfer(from_folder, to_folder, uids, true).await
+    }
+
+    async fn transfer(
+        &self,
+        from_folder: i64,
+        to_folder: i64,
+        uids: &[i64],
+        remove_source: bool,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.db.begin().await?;
+        // Locked, so a concurrent EXPUNGE or MOVE of the same messages waits for us.
+        let sources: Vec<Source> = sqlx::query_as(
+            "SELECT id, mailbox_id, uid, blob_id, size, flags, internal_date
+               FROM messages WHERE folder_id = $1 AND uid = ANY($2)
+              ORDER BY uid FOR UPDATE",
+        )
+        .bind(from_folder)
+        .bind(uids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(mailbox_id) = sources.first().map(|s| s.mailbox_id) else {
+            return Ok(Vec::new());
+        };
+        let count = i64::try_from(sources.len()).unwrap_or(i64::MAX);
+        // Only a folder of the source's own mailbox is found here.
+        let taken = take_uids(&mut tx, mailbox_id, Some(to_folder), count)
+            .await?
+            .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
+        let mut pairs = Vec::with_capacity(sources.len());
+        for (offset, source) in (0..).zip(&sources) {
+            let uid = taken.first_uid + offset;
+            if remove_source {
+                sqlx::query(
+                    "UPDATE messages SET folder_id = $2, uid = $3, modseq = $4 WHERE id = $1",
+                )
+                .bind(source.id)
+                .bind(to_folder)
+                .bind(uid)
+                .bind(taken.modseq)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                sqlx::query("UPDATE blobs SET refcount = refcount + 1 WHERE id = $1")
+                    .bind(source.blob_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let row = NewMessage {
+                    mailbox_id,
+                    folder_id: to_folder,
+                    uid,
+                    modseq: taken.modseq,
+                    blob_id: source.blob_id,
+                    size: source.size,
+                    flags: &source.flags,
+                    internal_date: Some(source.internal_date),
+                };
+                insert_message(&mut tx, &row).await?;
+            }
+            pairs.push((source.uid, uid));
+        }
+        if remove_source {
+            sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1")
+                .bind(from_folder)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            let total = sources.iter().map(|s| s.size).sum();
+            charge_quota(&mut tx, mailbox_id, total).await?;
+        }
+        notify_changed(&mut tx, mailbox_id).await?;
+        tx.commit().await?;
+        Ok(pairs)
+    }
+}
