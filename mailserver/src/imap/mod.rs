@@ -1,5 +1,5 @@
 //! IMAP4rev1 (RFC 3501): enough for real clients to log in, list and select folders, fetch,
-//! search, flag and expunge.
+//! search, flag, expunge, append, copy and move.
 //!
 //! The wire format is `imap-codec`, framing and literals are `imap-next` (sans I/O); the
 //! [`session::Session`] state machine runs commands against the store without touching a socket,
@@ -19,6 +19,7 @@ mod search;
 mod sequence;
 pub mod session;
 mod structure;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -100,6 +100,7 @@ impl Session {
             Capability::Namespace,
             Capability::Unselect,
             Capability::UidPlus,
+            Capability::Move,
         ]);
         Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
     }
@@ -198,12 +199,20 @@ impl Session {
                 item_names,
             } => self.status(tag, &mailbox, &item_names).await,
             CommandBody::Namespace => self.namespace(tag),
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
+                self.append(tag, &mailbox, &flags, date.as_ref(), &message)
+                    .await
+            }
             CommandBody::Subscribe { mailbox } => self.subscribe(tag, &mailbox).await,
             CommandBody::Create { .. }
             | CommandBody::Delete { .. }
             | CommandBody::Rename { .. }
-            | CommandBody::Unsubscribe { .. }
-            | CommandBody::Append { .. } => Err(CommandError::no(
+            | CommandBody::Unsubscribe { .. } => Err(CommandError::no(
                 Some("CANNOT"),
                 "Changing folders is not supported yet",
             )),
@@ -242,10 +251,22 @@ impl Session {
                 criteria,
                 uid,
             } => self.search(tag, charset.as_ref(), &criteria, uid).await,
-            CommandBody::Copy { .. } | CommandBody::Move { .. } => Err(CommandError::no(
-                Some("CANNOT"),
-                "COPY and MOVE are not supported yet",
-            )),
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.copy_or_move(tag, &sequence_set, &mailbox, uid, false)
+                    .await
+            }
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
+                self.copy_or_move(tag, &sequence_set, &mailbox, uid, true)
+                    .await
+            }
             _ => Err(CommandError::bad("Command not supported")),
         }
     }
@@ -300,7 +321,7 @@ pub(super) mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS] mx.example.test IMAP4rev1 ready\r\n";
+    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
 
     #[tokio::test]
     async fn conversations_before_login() {
@@ -308,7 +329,7 @@ pub(super) mod tests {
             (b"", ""),
             (
                 b"a1 CAPABILITY\r\n",
-                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS\r\na1 OK CAPABILITY completed\r\n",
+                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
             ),
             (b"a1 NOOP\r\n", "a1 OK NOOP completed\r\n"),
             (b"a1 noop\n", "a1 OK NOOP completed\r\n"),
