@@ -9,7 +9,7 @@ mod imap_ops;
 mod messages;
 mod recipients;
 
-pub use delivery::Delivered;
+pub use delivery::{Delivered, blob_key};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
 
