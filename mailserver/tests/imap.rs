@@ -433,3 +433,171 @@ print('imaplib ok')
     assert_eq!(String::from_utf8_lossy(&output.stdout), "imaplib ok\n");
     world.stop().await;
 }
+
+/// `APPEND folder ... {n+}` with the body sent right behind (LITERAL+).
+fn append_command(folder: &str, extra: &str, body: &[u8]) -> String {
+    let body = std::str::from_utf8(body).unwrap();
+    format!("APPEND {folder}{extra} {{{}+}}\r\n{body}", body.len())
+}
+
+#[tokio::test]
+async fn append_copy_and_move() {
+    let world = start().await;
+    let mut c = Client::login(world.addresses().imap).await;
+    assert!(c.greeting.contains(" UIDPLUS MOVE]"), "{}", c.greeting);
+    c.run("s0", "SELECT INBOX").await;
+
+    // APPEND with flags and date; into the selected folder it shows as EXISTS at once.
+    let date = " (\\Seen $Sent \\Seen) \"14-Jul-2024 10:00:00 +0200\"";
+    assert_eq!(
+        c.run("a1", &append_command("Sent", date, FIRST)).await,
+        "a1 OK [APPENDUID 1234567 1] APPEND completed\r\n"
+    );
+    assert_eq!(
+        c.run("a2", &append_command("INBOX", "", SECOND)).await,
+        "* 1 EXISTS\r\na2 OK [APPENDUID 1234567 1] APPEND completed\r\n"
+    );
+    assert_eq!(
+        c.run("a3", &append_command("INBOX", " ()", THIRD)).await,
+        "* 2 EXISTS\r\na3 OK [APPENDUID 1234567 2] APPEND completed\r\n"
+    );
+    assert_eq!(
+        c.run("a4", &append_command("Nope", "", THIRD)).await,
+        "a4 NO [TRYCREATE] No such folder\r\n"
+    );
+    assert_eq!(
+        c.run("a5", "FETCH 1:* UID").await,
+        "* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 2)\r\na5 OK FETCH completed\r\n"
+    );
+
+    // UID COPY keeps bytes and flags, in ascending source order.
+    c.run("c0", "UID STORE 2 +FLAGS (\\Flagged)").await;
+    assert_eq!(
+        c.run("c1", "UID COPY 2,1 Archive").await,
+        "c1 OK [COPYUID 1234567 1:2 1:2] COPY completed\r\n"
+    );
+    assert_eq!(
+        c.run("c2", "COPY 2 Archive").await,
+        "c2 OK [COPYUID 1234567 2 3] COPY completed\r\n"
+    );
+    assert_eq!(
+        c.run("c3", "COPY 1 Nope").await,
+        "c3 NO [TRYCREATE] No such folder\r\n"
+    );
+    assert_eq!(
+        c.run("c4", "COPY 9 Archive").await,
+        "c4 BAD Message sequence number out of range\r\n"
+    );
+
+    // MOVE: COPYUID untagged, then the EXPUNGEs highest first, and the view follows.
+    assert_eq!(
+        c.run("m1", "MOVE 1:2 Archive/2024").await,
+        "* OK [COPYUID 1234567 1:2 1:2] Moved\r\n* 2 EXPUNGE\r\n* 1 EXPUNGE\r\nm1 OK MOVE completed\r\n"
+    );
+    assert_eq!(c.run("m2", "NOOP").await, "m2 OK NOOP completed\r\n");
+    assert_eq!(
+        c.run("m3", "UID MOVE 1 Archive").await,
+        "m3 OK MOVE completed\r\n",
+        "nothing left to move"
+    );
+
+    c.run("f0", "SELECT Archive/2024").await;
+    let fetched = c.run_bytes("f1", "FETCH 1:2 (UID FLAGS BODY.PEEK[])").await;
+    let mut want =
+        format!("* 1 FETCH (UID 1 FLAGS () BODY[] {{{}}}\r\n", SECOND.len()).into_bytes();
+    want.extend_from_slice(SECOND);
+    want.extend_from_slice(
+        format!(
+            ")\r\n* 2 FETCH (UID 2 FLAGS (\\Flagged) BODY[] {{{}}}\r\n",
+            THIRD.len()
+        )
+        .as_bytes(),
+    );
+    want.extend_from_slice(THIRD);
+    want.extend_from_slice(b")\r\nf1 OK FETCH completed\r\n");
+    assert_eq!(
+        String::from_utf8_lossy(&fetched),
+        String::from_utf8_lossy(&want)
+    );
+    c.run("f2", "SELECT Sent").await;
+    let fetched = c
+        .run("f3", "FETCH 1 (FLAGS INTERNALDATE BODY.PEEK[])")
+        .await;
+    assert!(
+        fetched.starts_with(
+            "* 1 FETCH (FLAGS ($Sent \\Seen) INTERNALDATE \"14-Jul-2024 08:00:00 +0000\" BODY[] {"
+        ),
+        "{fetched}"
+    );
+    assert!(
+        fetched.contains(std::str::from_utf8(FIRST).unwrap()),
+        "{fetched}"
+    );
+
+    // Over quota: APPEND and COPY are refused, nothing is written.
+    sqlx::query("UPDATE mailboxes SET quota_bytes = used_bytes + 10 WHERE address = $1")
+        .bind(USER)
+        .execute(world.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        c.run("q1", &append_command("Sent", "", SECOND)).await,
+        "q1 NO [OVERQUOTA] The mailbox is over its quota\r\n"
+    );
+    assert_eq!(
+        c.run("q2", "COPY 1 Archive").await,
+        "q2 NO [OVERQUOTA] The mailbox is over its quota\r\n"
+    );
+    assert_eq!(
+        c.run("q3", "MOVE 1 Archive").await,
+        "* OK [COPYUID 1234567 1 4] Moved\r\n* 1 EXPUNGE\r\nq3 OK MOVE completed\r\n",
+        "a move needs no room"
+    );
+    assert_eq!(
+        c.run("q4", "STATUS Archive (MESSAGES UIDNEXT)").await,
+        "* STATUS Archive (MESSAGES 4 UIDNEXT 5)\r\nq4 OK STATUS completed\r\n"
+    );
+
+    // EXAMINE: COPY out is fine, MOVE out is not.
+    c.run("r0", "EXAMINE Archive").await;
+    assert_eq!(
+        c.run("r1", "MOVE 1 Sent").await,
+        "r1 NO [READ-ONLY] The folder is open read-only (EXAMINE)\r\n"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn another_users_folders_are_unreachable() {
+    let bob = "bob@example.test";
+    let world = TestServer::builder()
+        .domain("example.test")
+        .mailbox(USER, Some(PASSWORD))
+        .mailbox(bob, Some(PASSWORD))
+        .folder(bob, "Private", None)
+        .start()
+        .await;
+    let mut c = Client::login(world.addresses().imap).await;
+    assert_eq!(
+        c.run("a1", &append_command("Private", "", FIRST)).await,
+        "a1 NO [TRYCREATE] No such folder\r\n"
+    );
+    c.run("a2", &append_command("INBOX", "", FIRST)).await;
+    c.run("a3", "SELECT INBOX").await;
+    for (tag, command) in [("a4", "COPY 1 Private"), ("a5", "UID MOVE 1 Private")] {
+        assert_eq!(
+            c.run(tag, command).await,
+            format!("{tag} NO [TRYCREATE] No such folder\r\n")
+        );
+    }
+    let bobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM messages m JOIN mailboxes b ON b.id = m.mailbox_id WHERE b.address = $1",
+    )
+    .bind(bob)
+    .fetch_one(world.pool())
+    .await
+    .unwrap();
+    assert_eq!(bobs, 0);
+    assert_eq!(world.uids(USER).await, vec![1]);
+    world.stop().await;
+}

@@ -49,6 +49,10 @@ impl Store {
         let bucket = bucket.ok_or(StoreError::NoSuchFolder { mailbox_id })?;
         let key = blob_key(raw);
         let size = i64::try_from(raw.len()).unwrap_or(i64::MAX);
+        // Kept like STORE keeps them: each flag once, in one order.
+        let mut flags = flags.to_vec();
+        flags.sort_unstable();
+        flags.dedup();
         self.blobs.put(&bucket, &key, raw).await?;
 
         let mut tx = self.db.begin().await?;
@@ -63,7 +67,7 @@ impl Store {
             modseq: taken.modseq,
             blob_id,
             size,
-            flags,
+            flags: &flags,
             internal_date,
         };
         insert_message(&mut tx, &row).await?;
