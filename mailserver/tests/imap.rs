@@ -601,3 +601,65 @@ async fn another_users_folders_are_unreachable() {
     assert_eq!(world.uids(USER).await, vec![1]);
     world.stop().await;
 }
+
+#[tokio::test]
+async fn python_imaplib_append_copy_move() {
+    let world = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("second.eml");
+    std::fs::write(&body, SECOND).unwrap();
+    sqlx::query("UPDATE mailboxes SET quota_bytes = 100000 WHERE address = $1")
+        .bind(USER)
+        .execute(world.pool())
+        .await
+        .unwrap();
+    let script = r#"
+import imaplib, re, sys
+port, user, password, body = int(sys.argv[1]), sys.argv[2], sys.argv[3], open(sys.argv[4], 'rb').read()
+m = imaplib.IMAP4('127.0.0.1', port)
+m.login(user, password)
+assert 'MOVE' in m.capabilities, m.capabilities
+typ, data = m.append('Sent', '(\\Seen \\Flagged)', imaplib.Time2Internaldate(1700000000), body)
+assert typ == 'OK' and b'[APPENDUID 1234567 1]' in data[0], (typ, data)
+typ, data = m.append('Sent', None, None, b'Subject: two\r\n\r\n2\r\n'); assert typ == 'OK', data
+typ, data = m.append('Nope', None, None, body)
+assert typ == 'NO' and b'TRYCREATE' in data[0], (typ, data)
+m.select('Sent')
+typ, data = m.uid('COPY', '1:2', 'Archive'); assert typ == 'OK', (typ, data)
+typ, data = m.uid('MOVE', '1', 'Archive/2024'); assert typ == 'OK', (typ, data)
+assert m.untagged_responses.get('EXPUNGE') == [b'1'], m.untagged_responses
+# The tagged COPYUID of COPY, then the untagged one of MOVE.
+assert m.untagged_responses.get('COPYUID') == [b'1234567 1:2 1:2', b'1234567 1 1'], m.untagged_responses
+typ, data = m.uid('FETCH', '1:*', '(UID)'); assert data == [b'1 (UID 2)'], data
+for folder in ('Archive', 'Archive/2024'):
+    m.select(folder)
+    typ, data = m.uid('FETCH', '1', '(FLAGS BODY.PEEK[])'); assert typ == 'OK', data
+    assert data[0][1] == body, (folder, data[0][1])
+    assert b'\\Seen' in data[0][0] and b'\\Flagged' in data[0][0], data[0][0]
+m.select('Sent')
+typ, data = m.uid('SEARCH', None, 'ALL'); assert data == [b'2'], data
+typ, data = m.append('Sent', None, None, b'Subject: big\r\n\r\n' + b'x' * 200000 + b'\r\n')
+assert typ == 'NO' and b'[OVERQUOTA]' in data[0], (typ, data)
+typ, data = m.uid('SEARCH', None, 'ALL'); assert data == [b'2'], data
+m.logout()
+print('imaplib ok')
+"#;
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(world.addresses().imap.port().to_string())
+        .arg(USER)
+        .arg(PASSWORD)
+        .arg(&body)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "imaplib ok\n");
+    world.stop().await;
+}
