@@ -414,23 +414,18 @@ except imaplib.IMAP4.error as e:
     assert 'AUTHENTICATIONFAILED' in str(e), e
 print('imaplib ok')
 "#;
-    let output = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(world.addresses().imap.port().to_string())
-        .arg(USER)
-        .arg(PASSWORD)
-        .arg(&expected)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "imaplib ok\n");
+    let port = world.addresses().imap.port().to_string();
+    let stdout = common::python(
+        script,
+        &[
+            &port,
+            USER,
+            PASSWORD,
+            expected.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    assert_eq!(stdout, "imaplib ok\n");
     world.stop().await;
 }
 
@@ -644,22 +639,12 @@ typ, data = m.uid('SEARCH', None, 'ALL'); assert data == [b'2'], data
 m.logout()
 print('imaplib ok')
 "#;
-    let output = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(world.addresses().imap.port().to_string())
-        .arg(USER)
-        .arg(PASSWORD)
-        .arg(&body)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "imaplib ok\n");
+    let port = world.addresses().imap.port().to_string();
+    let stdout = common::python(
+        script,
+        &[&port, USER, PASSWORD, body.to_str().expect("utf-8 path")],
+    )
+    .await;
+    assert_eq!(stdout, "imaplib ok\n");
     world.stop().await;
 }

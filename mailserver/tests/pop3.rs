@@ -38,18 +38,8 @@ async fn poplib(world: &TestServer, script: &str) -> Value {
         user = USER,
         password = PASSWORD,
     );
-    let output = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(&program)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "python failed:\n{program}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("json from python")
+    let stdout = common::python(&program, &[]).await;
+    serde_json::from_str(&stdout).expect("json from python")
 }
 
 /// Plain ASCII messages with CRLF line ends, lines starting with dots and a lone `.` line.

@@ -247,19 +247,7 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), local_hostname="py.test") as s:
         assert e.recipients["x@elsewhere.test"][0] == 550, e.recipients
 print("ok")
 "#;
-    let output = tokio::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(port.to_string())
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "python failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::python(script, &[&port.to_string()]).await;
     let inbox = fx.inbox("alice@example.test").await;
     assert_eq!(inbox.len(), 1);
     let stored = String::from_utf8(inbox[0].1.clone()).expect("UTF-8");

@@ -297,3 +297,22 @@ impl TestServer {
         self.server.shutdown().await;
     }
 }
+
+/// Runs `python3 -c script args...` (a real client from the standard library), fails the test
+/// with everything it printed unless it exits 0, and returns its stdout.
+pub async fn python(script: &str, args: &[&str]) -> String {
+    let output = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "python failed:\n{script}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
