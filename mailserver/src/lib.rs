@@ -10,6 +10,8 @@ pub mod http;
 pub mod imap;
 pub mod listener;
 pub mod metrics;
+#[cfg(test)]
+mod noise;
 pub mod pop3;
 pub mod server;
 pub mod smtp;

@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::session::tests::offline_context;
@@ -36,16 +36,7 @@ const FRAGMENTS: &[&[u8]] = &[
 ];
 
 fn random_conversation(rng: &mut StdRng) -> Vec<u8> {
-    let mut input = Vec::new();
-    for _ in 0..rng.gen_range(1..20) {
-        if rng.gen_bool(0.8) {
-            input.extend_from_slice(FRAGMENTS[rng.gen_range(0..FRAGMENTS.len())]);
-        } else {
-            let n = rng.gen_range(1..200);
-            input.extend((0..n).map(|_| rng.r#gen::<u8>()));
-        }
-    }
-    input
+    crate::noise::random_input(rng, FRAGMENTS, 20, 200)
 }
 
 fn check_output(output: &[u8], input: &[u8]) {

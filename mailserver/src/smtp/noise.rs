@@ -37,16 +37,7 @@ const FRAGMENTS: &[&[u8]] = &[
 ];
 
 fn random_session(rng: &mut StdRng) -> Vec<u8> {
-    let mut input = Vec::new();
-    for _ in 0..rng.gen_range(1..40) {
-        if rng.gen_bool(0.8) {
-            input.extend_from_slice(FRAGMENTS[rng.gen_range(0..FRAGMENTS.len())]);
-        } else {
-            let n = rng.gen_range(1..300);
-            input.extend((0..n).map(|_| rng.r#gen::<u8>()));
-        }
-    }
-    input
+    crate::noise::random_input(rng, FRAGMENTS, 40, 300)
 }
 
 /// Every reply line is `ddd` then space or hyphen, then text, then CRLF.
