@@ -57,7 +57,7 @@ impl ServerProcess {
             .env_remove("DATABASE_URL")
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into()),
             )
             .stdout(Stdio::piped())
             .spawn()

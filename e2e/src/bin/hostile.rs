@@ -82,13 +82,17 @@ async fn good_round(smtp: SocketAddr, imap: &mut Imap, n: u64) -> anyhow::Result
         )
         .await?;
     client.quit().await?;
-    let status = imap.command("STATUS INBOX (MESSAGES)").await?;
-    let count: u64 = status
+    // Re-selecting is how a simple client sees new mail: `* N EXISTS`.
+    let selected = imap.command("SELECT INBOX").await?;
+    let count: u64 = selected
         .text
-        .split("MESSAGES ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|n| n.trim().parse().ok())
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("* ")?
+                .strip_suffix(" EXISTS")?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0);
     let fetched = imap.command(&format!("FETCH {count} BODY.PEEK[]")).await?;
     if !fetched.ok() || fetched.literal_bytes < 4096 {
@@ -113,7 +117,9 @@ async fn good_client(
             match Imap::login(imap, "good@bench.test", &users::password("good")).await {
                 Ok(s) => session = Some(s),
                 Err(err) => {
-                    eprintln!("good client: IMAP login failed: {err:#}");
+                    if failures < 3 {
+                        eprintln!("good client: IMAP login failed: {err:#}");
+                    }
                     failures += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -127,7 +133,9 @@ async fn good_client(
         match good_round(smtp, imap_session, n).await {
             Ok(()) => latencies.push(started.elapsed()),
             Err(err) => {
-                eprintln!("good client: round {n} failed: {err:#}");
+                if failures < 3 {
+                    eprintln!("good client: round {n} failed: {err:#}");
+                }
                 failures += 1;
                 session = None;
             }
@@ -222,9 +230,20 @@ async fn main() -> anyhow::Result<()> {
     for k in 0..50 {
         attacks.spawn(slow_smtp(smtp, k, t(7), deadline));
     }
-    tokio::time::sleep_until(deadline.into()).await;
+    // Watch the server while the attacks run: a dead server ends the run at once.
+    while Instant::now() < deadline && server.alive() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let (mut loud, loud_failures) = good.await?;
+    if !server.alive() {
+        attacks.shutdown().await;
+        println!(
+            "  good client, quiet:        {} ({quiet_failures} failed)",
+            summary(&mut quiet)
+        );
+        bail!("the server (pid {pid}) DIED under attack");
+    }
     // Attacks end by themselves at the deadline; give stragglers a moment, then drop them.
     let _ = tokio::time::timeout(Duration::from_secs(30), async {
         while attacks.join_next().await.is_some() {}
