@@ -168,9 +168,14 @@ impl Certificates {
     /// Watches the files (polling, which also sees Kubernetes' `..data` symlink swap) and
     /// reloads them, logging what happened. Ends when the certificates are dropped.
     pub fn spawn_reloader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        self.spawn_reloader_every(RELOAD_INTERVAL)
+    }
+
+    /// [`Self::spawn_reloader`], looking every `period` instead of [`RELOAD_INTERVAL`].
+    pub fn spawn_reloader_every(self: &Arc<Self>, period: Duration) -> tokio::task::JoinHandle<()> {
         let this = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_INTERVAL);
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {
