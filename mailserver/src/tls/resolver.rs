@@ -31,3 +31,12 @@ fn covers(key: &CertifiedKey, name: &ServerName<'_>) -> bool {
         .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
         .is_some_and(|cert| cert.verify_is_valid_for_subject_name(name).is_ok())
 }
+
+/// The DNS names in the certificate's SAN, for logs (matching goes through [`covers`]).
+pub(super) fn names(key: &CertifiedKey) -> Vec<String> {
+    key.end_entity_cert()
+        .ok()
+        .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+        .map(|cert| cert.valid_dns_names().map(str::to_string).collect())
+        .unwrap_or_default()
+}
