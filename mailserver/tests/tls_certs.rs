@@ -102,6 +102,16 @@ async fn self_signed_is_created_once_then_reused_and_serves_a_handshake() {
     let (_, again) = Certificates::self_signed(dir.path(), &names).unwrap();
     assert_eq!(first, again, "the second start must reuse the certificate");
     assert_eq!(first.len(), 32 * 3 - 1);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir.path().join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the private key must be readable by its owner only"
+    );
 
     let openssl = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
@@ -118,6 +128,11 @@ async fn self_signed_is_created_once_then_reused_and_serves_a_handshake() {
         .unwrap();
     assert_eq!(presented(&client), first);
     assert_eq!(echo(&mut client, "hello").await, "hello\n");
+
+    // Half a pair is not reused: both files are made afresh.
+    std::fs::remove_file(dir.path().join("tls.key")).unwrap();
+    let (_, remade) = Certificates::self_signed(dir.path(), &names).unwrap();
+    assert_ne!(remade, first);
 }
 
 /// A certificate and key made by rcgen for `names`, written as `tls.crt`/`tls.key` in `dir`.
