@@ -2,6 +2,7 @@
 //! handshake with acceptors built from PEM files, self-signed, chosen by SNI and reloaded.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -102,7 +103,6 @@ async fn self_signed_is_created_once_then_reused_and_serves_a_handshake() {
     let (_, again) = Certificates::self_signed(dir.path(), &names).unwrap();
     assert_eq!(first, again, "the second start must reuse the certificate");
     assert_eq!(first.len(), 32 * 3 - 1);
-    use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(dir.path().join("tls.key"))
         .unwrap()
         .permissions()
