@@ -16,6 +16,7 @@ pub mod pop3;
 pub mod server;
 pub mod smtp;
 pub mod store;
+pub mod tls;
 
 pub use context::Context;
 pub use server::{Addresses, RunningServer};
