@@ -218,12 +218,16 @@ async fn tls12_is_refused_by_tls13_only_and_accepted_by_tls12_and_13() {
     assert!(ok && output.contains("New, TLSv1.3"), "{output}");
 }
 
-/// Runs `openssl s_client` asking for `sni` with `args`; whether it handshook, and what it
+/// Runs `openssl s_client` asking for `sni` (none if empty) with `args`; whether it handshook, and what it
 /// printed (the server's certificate in PEM among it).
 async fn s_client(addr: SocketAddr, sni: &str, args: &[&str]) -> (bool, String) {
     let output = tokio::process::Command::new("openssl")
-        .args(["s_client", "-servername", sni, "-connect"])
+        .args(["s_client", "-connect"])
         .arg(addr.to_string())
+        .args(match sni {
+            "" => vec!["-noservername"],
+            sni => vec!["-servername", sni],
+        })
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -278,6 +282,8 @@ async fn sni_picks_the_certificate_that_names_the_host_and_falls_back_to_the_fir
     let (ok, output) = s_client(addr, "unknown.test", &[]).await;
     assert!(ok, "{output}");
     assert_eq!(s_client_cert(&output), fingerprint(&mx));
+    let (_, output) = s_client(addr, "", &[]).await;
+    assert_eq!(s_client_cert(&output), fingerprint(&mx), "without SNI");
     let (_, output) = s_client(addr, "www.other.test", &[]).await;
     assert_eq!(s_client_cert(&output), fingerprint(&other));
 }

@@ -9,7 +9,8 @@ use rustls_pki_types::ServerName;
 use super::Certificates;
 
 /// The first current certificate whose SAN covers the SNI name (wildcards as webpki matches
-/// them), else the default one.
+/// them; the subject CN is ignored, as by browsers), else the default one. Clients that send
+/// no SNI, or connect by IP address, get the default.
 #[derive(Debug)]
 pub(super) struct BySni(pub(super) Arc<Certificates>);
 
