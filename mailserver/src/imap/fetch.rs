@@ -83,6 +83,7 @@ pub fn items(
         None
     };
     let parsed = parsed.as_ref();
+    let message_of = parsed.map(|p| &**p);
     let mut out = Vec::new();
     for name in names {
         let item = match name {
@@ -108,6 +109,9 @@ pub fn items(
             MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
                 let extended = *name == MessageDataItemName::BodyStructure;
                 let body = match parsed {
+                    Some(msg) if msg.is_opaque() => {
+                        structure::opaque_structure(PartRef::root(msg).body_bytes(), extended)
+                    }
                     Some(msg) => structure::structure(PartRef::root(msg), extended),
                     None => structure::plain_structure(raw),
                 };
@@ -120,7 +124,7 @@ pub fn items(
             MessageDataItemName::BodyExt {
                 section, partial, ..
             } => {
-                let bytes = mime::section_bytes(raw, parsed, section.as_ref());
+                let bytes = mime::section_bytes(raw, message_of, section.as_ref());
                 MessageDataItem::BodyExt {
                     section: section.clone(),
                     origin: partial.map(|(origin, _)| origin),
@@ -131,14 +135,14 @@ pub fn items(
             MessageDataItemName::Rfc822Header => {
                 MessageDataItem::Rfc822Header(literal(mime::section_bytes(
                     raw,
-                    parsed,
+                    message_of,
                     Some(&imap_codec::imap_types::fetch::Section::Header(None)),
                 )))
             }
             MessageDataItemName::Rfc822Text => {
                 MessageDataItem::Rfc822Text(literal(mime::section_bytes(
                     raw,
-                    parsed,
+                    message_of,
                     Some(&imap_codec::imap_types::fetch::Section::Text(None)),
                 )))
             }

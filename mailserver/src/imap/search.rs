@@ -1,17 +1,21 @@
 //! SEARCH and UID SEARCH. Flag, size, date, sequence and UID keys come from the metadata; the
 //! header and text keys read the message and match raw bytes without regard to ASCII case
-//! (no MIME decoding yet).
+//! (no MIME decoding yet). No key walks the MIME structure: header keys read the top-level
+//! header block, BODY what follows it, so a hostile structure costs no more than its bytes.
 
 use std::num::NonZeroU32;
+
+use std::cell::OnceCell;
 
 use chrono::NaiveDate;
 use imap_codec::imap_types::core::{AString, Charset, Tag, Vec1};
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::search::SearchKey;
+use mail_parser::MessageParser;
 
 use super::flags::has_flag;
 use super::mailbox::wire_uid;
-use super::mime;
+use super::parse;
 use super::reply::{self, CommandError};
 use super::sequence;
 use super::session::{Outcome, Session};
@@ -25,6 +29,37 @@ pub struct Candidate<'a> {
     pub meta: &'a MessageMeta,
     /// The message bytes, loaded only when a key needs them.
     pub raw: Option<&'a [u8]>,
+    /// The Date header, parsed at most once however many keys ask.
+    pub sent: OnceCell<Option<NaiveDate>>,
+}
+
+impl<'a> Candidate<'a> {
+    pub fn new(
+        seq: u32,
+        count: u32,
+        max_uid: u32,
+        meta: &'a MessageMeta,
+        raw: Option<&'a [u8]>,
+    ) -> Self {
+        Self {
+            seq,
+            count,
+            max_uid,
+            meta,
+            raw,
+            sent: OnceCell::new(),
+        }
+    }
+
+    fn header(&self) -> &'a [u8] {
+        let raw = self.raw.unwrap_or_default();
+        &raw[..parse::header_end(raw)]
+    }
+
+    fn body(&self) -> &'a [u8] {
+        let raw = self.raw.unwrap_or_default();
+        &raw[parse::header_end(raw)..]
+    }
 }
 
 fn needs_body(key: &SearchKey<'_>) -> bool {
@@ -55,11 +90,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Whether a header field called `name` (in the message's own header) contains `needle`.
-fn header_contains(raw: &[u8], name: &[u8], needle: &[u8]) -> bool {
-    let header = match mime::parse(raw) {
-        Some(msg) => mime::PartRef::root(&msg).header_bytes().to_vec(),
-        None => return false,
-    };
+fn header_contains(header: &[u8], name: &[u8], needle: &[u8]) -> bool {
     let mut field: Vec<u8> = Vec::new();
     let mut hit = false;
     let mut check = |field: &[u8]| {
@@ -95,8 +126,10 @@ impl SplitColon for [u8] {
 
 /// The date of the Date header, or of arrival when there is none.
 fn sent_date(c: &Candidate<'_>) -> NaiveDate {
-    let parsed = c.raw.and_then(mime::parse).and_then(|msg| {
-        msg.date()
+    let parsed = c.sent.get_or_init(|| {
+        MessageParser::default()
+            .parse_headers(c.header())?
+            .date()
             .and_then(|d| chrono::DateTime::from_timestamp(d.to_timestamp(), 0))
             .map(|d| d.date_naive())
     });
@@ -110,7 +143,7 @@ fn text(value: &AString<'_>) -> Vec<u8> {
 /// Whether the message satisfies the key.
 pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     let flag = |f: &str| has_flag(&c.meta.flags, f);
-    let raw = c.raw.unwrap_or_default();
+    let header = c.header();
     let arrived = c.meta.internal_date.date_naive();
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
@@ -141,20 +174,14 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::SentBefore(d) => sent_date(c) < *d.as_ref(),
         SearchKey::SentOn(d) => sent_date(c) == *d.as_ref(),
         SearchKey::SentSince(d) => sent_date(c) >= *d.as_ref(),
-        SearchKey::From(v) => header_contains(raw, b"from", &text(v)),
-        SearchKey::To(v) => header_contains(raw, b"to", &text(v)),
-        SearchKey::Cc(v) => header_contains(raw, b"cc", &text(v)),
-        SearchKey::Bcc(v) => header_contains(raw, b"bcc", &text(v)),
-        SearchKey::Subject(v) => header_contains(raw, b"subject", &text(v)),
-        SearchKey::Header(name, v) => header_contains(raw, name.as_ref(), &text(v)),
-        SearchKey::Body(v) => {
-            let body = match mime::parse(raw) {
-                Some(msg) => mime::PartRef::root(&msg).body_bytes().to_vec(),
-                None => raw.to_vec(),
-            };
-            contains(&body, &text(v))
-        }
-        SearchKey::Text(v) => contains(raw, &text(v)),
+        SearchKey::From(v) => header_contains(header, b"from", &text(v)),
+        SearchKey::To(v) => header_contains(header, b"to", &text(v)),
+        SearchKey::Cc(v) => header_contains(header, b"cc", &text(v)),
+        SearchKey::Bcc(v) => header_contains(header, b"bcc", &text(v)),
+        SearchKey::Subject(v) => header_contains(header, b"subject", &text(v)),
+        SearchKey::Header(name, v) => header_contains(header, name.as_ref(), &text(v)),
+        SearchKey::Body(v) => contains(c.body(), &text(v)),
+        SearchKey::Text(v) => contains(c.raw.unwrap_or_default(), &text(v)),
         SearchKey::ModSequence { modseq, .. } => {
             u64::try_from(c.meta.modseq).unwrap_or(0) >= *modseq
         }
@@ -196,13 +223,7 @@ impl Session {
                 None
             };
             let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let candidate = Candidate {
-                seq,
-                count,
-                max_uid,
-                meta,
-                raw: raw.as_deref(),
-            };
+            let candidate = Candidate::new(seq, count, max_uid, meta, raw.as_deref());
             if matches(&key, &candidate) {
                 let number = if uid { wire_uid(meta.uid) } else { seq };
                 if let Some(n) = NonZeroU32::new(number) {
@@ -265,13 +286,7 @@ mod tests {
                 .filter(|(i, m)| {
                     matches(
                         &key,
-                        &Candidate {
-                            seq: *i as u32 + 1,
-                            count: 3,
-                            max_uid: 9,
-                            meta: m,
-                            raw: Some(&raw[..]),
-                        },
+                        &Candidate::new(*i as u32 + 1, 3, 9, m, Some(&raw[..])),
                     )
                 })
                 .map(|(_, m)| m.uid as u32)
