@@ -9,6 +9,8 @@ use serde_json::Value;
 
 const USER: &str = "alice@example.test";
 const PASSWORD: &str = "s3cret pass";
+/// Messages in the folder of the sequence-set test.
+const MESSAGES: usize = 300;
 
 async fn start() -> TestServer {
     TestServer::builder()
@@ -109,12 +111,34 @@ p.quit()
     world.stop().await;
 }
 
-/// LIST patterns that make a backtracking matcher run for ever answer at once.
+/// LIST patterns that make a backtracking matcher run for ever answer at once; sequence sets
+/// written to cost (the same number 50,000 times, every UID there is) answer at once too, and a
+/// set longer than the bound is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_patterns_with_many_wildcards_answer() {
+async fn list_patterns_and_sequence_sets_answer() {
     let world = start().await;
+    for n in 0..MESSAGES {
+        world
+            .deliver(
+                USER,
+                format!("Subject: m{n}\r\n\r\nbody {n}\r\n").as_bytes(),
+            )
+            .await;
+    }
     let script = r#"
 c = login()
+c.select('INBOX')
+typ, data = c.fetch(','.join(['1'] * 50000), '(UID)')
+out['ones'] = [typ, [d.decode() for d in data]]
+typ, data = c.uid('FETCH', '1:4294967295', '(UID)')
+out['all'] = [typ, len(data)]
+typ, data = c.search(None, ','.join(['2'] * 50000))
+out['search'] = [typ, [d.decode() for d in data]]
+try:
+    c.fetch(','.join(['1'] * 50001), '(UID)')
+    out['too_long'] = 'answered'
+except imaplib.IMAP4.error as e:
+    out['too_long'] = str(e)
 for n in (200, 10000):
     for w in ('*', '%'):
         typ, data = c.list('""', '"' + w * n + 'z"')
@@ -128,6 +152,11 @@ out['hit%'] = [d.decode() for d in data]
     for key in ["*200", "%200", "*10000", "%10000"] {
         assert_eq!(out[key], serde_json::json!(["OK", []]), "{key}");
     }
+    assert_eq!(out["ones"], serde_json::json!(["OK", ["1 (UID 1)"]]));
+    assert_eq!(out["all"], serde_json::json!(["OK", MESSAGES]));
+    assert_eq!(out["search"], serde_json::json!(["OK", ["2"]]));
+    let refused = out["too_long"].as_str().unwrap();
+    assert!(refused.contains("Sequence set too long"), "{refused}");
     let hit = serde_json::json!(["(\\HasNoChildren) \"/\" Archive/2024"]);
     assert_eq!(out["hit"], hit);
     assert_eq!(out["hit%"], hit);

@@ -3,29 +3,65 @@
 //! (no MIME decoding yet). No key walks the MIME structure: header keys read the top-level
 //! header block, BODY what follows it, so a hostile structure costs no more than its bytes.
 
-use std::num::NonZeroU32;
-
 use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use imap_codec::imap_types::core::{AString, Charset, Tag, Vec1};
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::SequenceSet;
 use mail_parser::MessageParser;
 
 use super::flags::has_flag;
 use super::mailbox::wire_uid;
 use super::parse;
 use super::reply::{self, CommandError};
-use super::sequence;
+use super::sequence::Ranges;
 use super::session::{Outcome, Session};
 use crate::store::MessageMeta;
+
+/// The sequence sets of a search key, each normalised once for the whole command and found
+/// again by its address in the key (which stays put while the command runs).
+pub struct Sets(HashMap<usize, Ranges>);
+
+fn address(set: &SequenceSet) -> usize {
+    std::ptr::from_ref(set) as usize
+}
+
+impl Sets {
+    /// `count` stands for `*` in sequence numbers, `max_uid` in UIDs.
+    pub fn new(key: &SearchKey<'_>, count: u32, max_uid: u32) -> Result<Self, CommandError> {
+        let mut sets = HashMap::new();
+        let mut stack = vec![key];
+        while let Some(key) = stack.pop() {
+            match key {
+                SearchKey::And(keys) => stack.extend(keys.as_ref()),
+                SearchKey::Not(key) => stack.push(key),
+                SearchKey::Or(a, b) => stack.extend([&**a, &**b]),
+                SearchKey::SequenceSet(set) => {
+                    sets.insert(address(set), Ranges::new(set, count)?);
+                }
+                SearchKey::Uid(set) => {
+                    sets.insert(address(set), Ranges::new(set, max_uid)?);
+                }
+                _ => {}
+            }
+        }
+        Ok(Self(sets))
+    }
+
+    fn contains(&self, set: &SequenceSet, value: u32) -> bool {
+        self.0.get(&address(set)).is_some_and(|r| r.contains(value))
+    }
+}
 
 /// One message as a search sees it.
 pub struct Candidate<'a> {
     pub seq: u32,
-    pub count: u32,
-    pub max_uid: u32,
+    pub sets: &'a Sets,
     pub meta: &'a MessageMeta,
     /// The message bytes, loaded only when a key needs them.
     pub raw: Option<&'a [u8]>,
@@ -34,17 +70,10 @@ pub struct Candidate<'a> {
 }
 
 impl<'a> Candidate<'a> {
-    pub fn new(
-        seq: u32,
-        count: u32,
-        max_uid: u32,
-        meta: &'a MessageMeta,
-        raw: Option<&'a [u8]>,
-    ) -> Self {
+    pub fn new(seq: u32, sets: &'a Sets, meta: &'a MessageMeta, raw: Option<&'a [u8]>) -> Self {
         Self {
             seq,
-            count,
-            max_uid,
+            sets,
             meta,
             raw,
             sent: OnceCell::new(),
@@ -152,8 +181,8 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::All | SearchKey::Old => true,
         // \Recent is never set: no session claims new mail for itself.
         SearchKey::New | SearchKey::Recent => false,
-        SearchKey::SequenceSet(set) => sequence::contains(set, c.seq, c.count),
-        SearchKey::Uid(set) => sequence::contains(set, wire_uid(c.meta.uid), c.max_uid),
+        SearchKey::SequenceSet(set) => c.sets.contains(set, c.seq),
+        SearchKey::Uid(set) => c.sets.contains(set, wire_uid(c.meta.uid)),
         SearchKey::Answered => flag("\\Answered"),
         SearchKey::Unanswered => !flag("\\Answered"),
         SearchKey::Deleted => flag("\\Deleted"),
@@ -207,7 +236,7 @@ impl Session {
         }
         let store = self.ctx.store.clone();
         let selected = self.selected_mut()?;
-        let key = SearchKey::And(criteria.clone());
+        let key = Arc::new(SearchKey::And(criteria.clone()));
         let load = needs_body(&key);
         let count = u32::try_from(selected.messages.len()).unwrap_or(u32::MAX);
         let max_uid = selected
@@ -215,16 +244,24 @@ impl Session {
             .last()
             .map(|m| wire_uid(m.uid))
             .unwrap_or(0);
+        // The sets point into the key's heap allocation, which the Arc keeps in place.
+        let sets = Arc::new(Sets::new(&key, count, max_uid)?);
         let mut found = Vec::new();
         for (i, meta) in selected.messages.iter().enumerate() {
-            let raw = if load {
-                Some(store.read_body(meta).await?)
-            } else {
-                None
-            };
             let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let candidate = Candidate::new(seq, count, max_uid, meta, raw.as_deref());
-            if matches(&key, &candidate) {
+            let hit = if load {
+                // One body at a time, matched off the async workers.
+                let raw = store.read_body(meta).await?;
+                let (key, sets, meta) = (key.clone(), sets.clone(), meta.clone());
+                tokio::task::spawn_blocking(move || {
+                    matches(&key, &Candidate::new(seq, &sets, &meta, Some(&raw)))
+                })
+                .await
+                .map_err(|_| CommandError::no(Some("SERVERBUG"), "Search failed"))?
+            } else {
+                matches(&key, &Candidate::new(seq, &sets, meta, None))
+            };
+            if hit {
                 let number = if uid { wire_uid(meta.uid) } else { seq };
                 if let Some(n) = NonZeroU32::new(number) {
                     found.push(n);
@@ -280,13 +317,14 @@ mod tests {
         ];
         let run = |line: &str| -> Vec<u32> {
             let key = criteria(line);
+            let sets = Sets::new(&key, 3, 9).unwrap();
             messages
                 .iter()
                 .enumerate()
                 .filter(|(i, m)| {
                     matches(
                         &key,
-                        &Candidate::new(*i as u32 + 1, 3, 9, m, Some(&raw[..])),
+                        &Candidate::new(*i as u32 + 1, &sets, m, Some(&raw[..])),
                     )
                 })
                 .map(|(_, m)| m.uid as u32)
@@ -306,6 +344,9 @@ mod tests {
             ("UID 7:*", vec![7, 9]),
             ("UID 10:*", vec![9]),
             ("2:3", vec![7, 9]),
+            ("OR 1 UID 9", vec![3, 9]),
+            ("NOT 3:*", vec![3, 7]),
+            ("*", vec![9]),
             ("LARGER 99", vec![3, 7]),
             ("SMALLER 100", vec![9]),
             ("NEW", vec![]),
