@@ -134,6 +134,18 @@ typ, data = c.uid('FETCH', '1:4294967295', '(UID)')
 out['all'] = [typ, len(data)]
 typ, data = c.search(None, ','.join(['2'] * 50000))
 out['search'] = [typ, [d.decode() for d in data]]
+import socket
+raw = socket.create_connection(('127.0.0.1', imap), timeout=20)
+raw.sendall(f'a1 LOGIN "{user}" "{password}"\r\na2 SELECT INBOX\r\n'
+            'a3 FETCH 1:* (UID BODY.PEEK[])\r\na4 NOOP\r\na5 LOGOUT\r\n'.encode())
+got = b''
+while True:
+    chunk = raw.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+tail = [l for l in got.decode().split('\r\n') if l.startswith(('a3 ', 'a4 ', 'a5 ', '* BYE'))]
+out['pipelined'] = [got.count(b' FETCH (UID '), tail]
 try:
     c.fetch(','.join(['1'] * 50001), '(UID)')
     out['too_long'] = 'answered'
@@ -155,6 +167,19 @@ out['hit%'] = [d.decode() for d in data]
     assert_eq!(out["ones"], serde_json::json!(["OK", ["1 (UID 1)"]]));
     assert_eq!(out["all"], serde_json::json!(["OK", MESSAGES]));
     assert_eq!(out["search"], serde_json::json!(["OK", ["2"]]));
+    // A FETCH answered in batches, with commands pipelined behind it: all of it, in order.
+    assert_eq!(
+        out["pipelined"],
+        serde_json::json!([
+            MESSAGES,
+            [
+                "a3 OK FETCH completed",
+                "a4 OK NOOP completed",
+                "* BYE Logging out",
+                "a5 OK LOGOUT completed"
+            ]
+        ])
+    );
     let refused = out["too_long"].as_str().unwrap();
     assert!(refused.contains("Sequence set too long"), "{refused}");
     let hit = serde_json::json!(["(\\HasNoChildren) \"/\" Archive/2024"]);
