@@ -77,16 +77,54 @@ fn special_use_attribute(special_use: &str) -> Option<FlagNameAttribute<'static>
     Atom::try_from(name).ok().map(FlagNameAttribute::from)
 }
 
-/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
+/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter. Runs the
+/// pattern as an automaton over the name, all positions at once: time is the product of the
+/// two lengths whatever the wildcards (a backtracking matcher is exponential in them), and a
+/// run of wildcards is one wildcard.
 pub fn matches(pattern: &[char], name: &[char]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some(('*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
-        Some(('%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != DELIMITER)
-            .any(|i| matches(rest, &name[i..])),
-        Some((c, rest)) => name.first() == Some(c) && matches(rest, &name[1..]),
+    let mut tokens: Vec<char> = Vec::with_capacity(pattern.len());
+    for &c in pattern {
+        match (tokens.last_mut(), c) {
+            (Some(last @ ('*' | '%')), '*' | '%') => {
+                if c == '*' {
+                    *last = '*';
+                }
+            }
+            _ => tokens.push(c),
+        }
     }
+    // at[i]: the name read so far can end where token i starts.
+    let mut at = vec![false; tokens.len() + 1];
+    let close = |at: &mut Vec<bool>| {
+        for i in 0..tokens.len() {
+            if at[i] && matches!(tokens[i], '*' | '%') {
+                at[i + 1] = true;
+            }
+        }
+    };
+    at[0] = true;
+    close(&mut at);
+    for &c in name {
+        let mut next = vec![false; tokens.len() + 1];
+        for (i, &token) in tokens.iter().enumerate() {
+            if !at[i] {
+                continue;
+            }
+            match token {
+                '*' => next[i] = true,
+                '%' if c != DELIMITER => next[i] = true,
+                '%' => {}
+                literal if literal == c => next[i + 1] = true,
+                _ => {}
+            }
+        }
+        close(&mut next);
+        if !next.contains(&true) {
+            return false;
+        }
+        at = next;
+    }
+    at[tokens.len()]
 }
 
 fn list_pattern(wildcard: &ListMailbox<'_>) -> String {
@@ -395,10 +433,33 @@ mod tests {
             ("Sent", "Sent Items", false),
             ("S%s", "Sent Items", true),
             ("", "INBOX", false),
+            ("", "", true),
+            ("*%*%", "a/b", true),
+            ("%*", "a/b", true),
+            ("%%", "a/b", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+            ("%/%/%", "a/b/c", true),
+            ("%/%", "a/b/c", false),
+            (
+                "*z",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                false,
+            ),
         ] {
             let p: Vec<char> = pattern.chars().collect();
             let n: Vec<char> = name.chars().collect();
             assert_eq!(matches(&p, &n), want, "{pattern} vs {name}");
+        }
+        // Backtracking would not finish these.
+        let name: Vec<char> = "Archive/2024/Q1/reports/weekly".chars().collect();
+        for wildcard in ["*", "%", "*%"] {
+            let mut pattern: Vec<char> = wildcard.repeat(10_000).chars().collect();
+            pattern.push('z');
+            assert!(!matches(&pattern, &name), "{wildcard}");
+            let mut split: Vec<char> = "a%".repeat(5_000).chars().collect();
+            split.push('z');
+            assert!(!matches(&split, &name));
         }
     }
 

@@ -5,12 +5,9 @@ use std::num::NonZeroU32;
 
 use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::fetch::Section;
-use mail_parser::{Message, MessageParser, MessagePart, PartType};
+use mail_parser::{Message, MessagePart, PartType};
 
-/// Parses a stored message; `None` when it has no structure at all (an empty body).
-pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
-    MessageParser::default().parse(raw)
-}
+pub use super::parse::parse;
 
 /// One MIME part, with the message whose raw bytes its offsets point into (a nested message
 /// that was transfer-encoded has bytes of its own).
@@ -223,7 +220,7 @@ mod tests {
 
     fn get(raw: &[u8], section: Option<Section<'static>>) -> String {
         let msg = parse(raw);
-        String::from_utf8(section_bytes(raw, msg.as_ref(), section.as_ref())).unwrap()
+        String::from_utf8(section_bytes(raw, msg.as_deref(), section.as_ref())).unwrap()
     }
 
     #[test]

@@ -1,30 +1,94 @@
 //! SEARCH and UID SEARCH. Flag, size, date, sequence and UID keys come from the metadata; the
 //! header and text keys read the message and match raw bytes without regard to ASCII case
-//! (no MIME decoding yet).
+//! (no MIME decoding yet). No key walks the MIME structure: header keys read the top-level
+//! header block, BODY what follows it, so a hostile structure costs no more than its bytes.
 
+use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use imap_codec::imap_types::core::{AString, Charset, Tag, Vec1};
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::SequenceSet;
+use mail_parser::MessageParser;
 
 use super::flags::has_flag;
 use super::mailbox::wire_uid;
-use super::mime;
+use super::parse;
 use super::reply::{self, CommandError};
-use super::sequence;
+use super::sequence::Ranges;
 use super::session::{Outcome, Session};
 use crate::store::MessageMeta;
+
+/// The sequence sets of a search key, each normalised once for the whole command and found
+/// again by its address in the key (which stays put while the command runs).
+pub struct Sets(HashMap<usize, Ranges>);
+
+fn address(set: &SequenceSet) -> usize {
+    std::ptr::from_ref(set) as usize
+}
+
+impl Sets {
+    /// `count` stands for `*` in sequence numbers, `max_uid` in UIDs.
+    pub fn new(key: &SearchKey<'_>, count: u32, max_uid: u32) -> Result<Self, CommandError> {
+        let mut sets = HashMap::new();
+        let mut stack = vec![key];
+        while let Some(key) = stack.pop() {
+            match key {
+                SearchKey::And(keys) => stack.extend(keys.as_ref()),
+                SearchKey::Not(key) => stack.push(key),
+                SearchKey::Or(a, b) => stack.extend([&**a, &**b]),
+                SearchKey::SequenceSet(set) => {
+                    sets.insert(address(set), Ranges::new(set, count)?);
+                }
+                SearchKey::Uid(set) => {
+                    sets.insert(address(set), Ranges::new(set, max_uid)?);
+                }
+                _ => {}
+            }
+        }
+        Ok(Self(sets))
+    }
+
+    fn contains(&self, set: &SequenceSet, value: u32) -> bool {
+        self.0.get(&address(set)).is_some_and(|r| r.contains(value))
+    }
+}
 
 /// One message as a search sees it.
 pub struct Candidate<'a> {
     pub seq: u32,
-    pub count: u32,
-    pub max_uid: u32,
+    pub sets: &'a Sets,
     pub meta: &'a MessageMeta,
     /// The message bytes, loaded only when a key needs them.
     pub raw: Option<&'a [u8]>,
+    /// The Date header, parsed at most once however many keys ask.
+    pub sent: OnceCell<Option<NaiveDate>>,
+}
+
+impl<'a> Candidate<'a> {
+    pub fn new(seq: u32, sets: &'a Sets, meta: &'a MessageMeta, raw: Option<&'a [u8]>) -> Self {
+        Self {
+            seq,
+            sets,
+            meta,
+            raw,
+            sent: OnceCell::new(),
+        }
+    }
+
+    fn header(&self) -> &'a [u8] {
+        let raw = self.raw.unwrap_or_default();
+        &raw[..parse::header_end(raw)]
+    }
+
+    fn body(&self) -> &'a [u8] {
+        let raw = self.raw.unwrap_or_default();
+        &raw[parse::header_end(raw)..]
+    }
 }
 
 fn needs_body(key: &SearchKey<'_>) -> bool {
@@ -55,11 +119,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Whether a header field called `name` (in the message's own header) contains `needle`.
-fn header_contains(raw: &[u8], name: &[u8], needle: &[u8]) -> bool {
-    let header = match mime::parse(raw) {
-        Some(msg) => mime::PartRef::root(&msg).header_bytes().to_vec(),
-        None => return false,
-    };
+fn header_contains(header: &[u8], name: &[u8], needle: &[u8]) -> bool {
     let mut field: Vec<u8> = Vec::new();
     let mut hit = false;
     let mut check = |field: &[u8]| {
@@ -95,8 +155,10 @@ impl SplitColon for [u8] {
 
 /// The date of the Date header, or of arrival when there is none.
 fn sent_date(c: &Candidate<'_>) -> NaiveDate {
-    let parsed = c.raw.and_then(mime::parse).and_then(|msg| {
-        msg.date()
+    let parsed = c.sent.get_or_init(|| {
+        MessageParser::default()
+            .parse_headers(c.header())?
+            .date()
             .and_then(|d| chrono::DateTime::from_timestamp(d.to_timestamp(), 0))
             .map(|d| d.date_naive())
     });
@@ -110,7 +172,7 @@ fn text(value: &AString<'_>) -> Vec<u8> {
 /// Whether the message satisfies the key.
 pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
     let flag = |f: &str| has_flag(&c.meta.flags, f);
-    let raw = c.raw.unwrap_or_default();
+    let header = c.header();
     let arrived = c.meta.internal_date.date_naive();
     match key {
         SearchKey::And(keys) => keys.as_ref().iter().all(|k| matches(k, c)),
@@ -119,8 +181,8 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::All | SearchKey::Old => true,
         // \Recent is never set: no session claims new mail for itself.
         SearchKey::New | SearchKey::Recent => false,
-        SearchKey::SequenceSet(set) => sequence::contains(set, c.seq, c.count),
-        SearchKey::Uid(set) => sequence::contains(set, wire_uid(c.meta.uid), c.max_uid),
+        SearchKey::SequenceSet(set) => c.sets.contains(set, c.seq),
+        SearchKey::Uid(set) => c.sets.contains(set, wire_uid(c.meta.uid)),
         SearchKey::Answered => flag("\\Answered"),
         SearchKey::Unanswered => !flag("\\Answered"),
         SearchKey::Deleted => flag("\\Deleted"),
@@ -141,20 +203,14 @@ pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>) -> bool {
         SearchKey::SentBefore(d) => sent_date(c) < *d.as_ref(),
         SearchKey::SentOn(d) => sent_date(c) == *d.as_ref(),
         SearchKey::SentSince(d) => sent_date(c) >= *d.as_ref(),
-        SearchKey::From(v) => header_contains(raw, b"from", &text(v)),
-        SearchKey::To(v) => header_contains(raw, b"to", &text(v)),
-        SearchKey::Cc(v) => header_contains(raw, b"cc", &text(v)),
-        SearchKey::Bcc(v) => header_contains(raw, b"bcc", &text(v)),
-        SearchKey::Subject(v) => header_contains(raw, b"subject", &text(v)),
-        SearchKey::Header(name, v) => header_contains(raw, name.as_ref(), &text(v)),
-        SearchKey::Body(v) => {
-            let body = match mime::parse(raw) {
-                Some(msg) => mime::PartRef::root(&msg).body_bytes().to_vec(),
-                None => raw.to_vec(),
-            };
-            contains(&body, &text(v))
-        }
-        SearchKey::Text(v) => contains(raw, &text(v)),
+        SearchKey::From(v) => header_contains(header, b"from", &text(v)),
+        SearchKey::To(v) => header_contains(header, b"to", &text(v)),
+        SearchKey::Cc(v) => header_contains(header, b"cc", &text(v)),
+        SearchKey::Bcc(v) => header_contains(header, b"bcc", &text(v)),
+        SearchKey::Subject(v) => header_contains(header, b"subject", &text(v)),
+        SearchKey::Header(name, v) => header_contains(header, name.as_ref(), &text(v)),
+        SearchKey::Body(v) => contains(c.body(), &text(v)),
+        SearchKey::Text(v) => contains(c.raw.unwrap_or_default(), &text(v)),
         SearchKey::ModSequence { modseq, .. } => {
             u64::try_from(c.meta.modseq).unwrap_or(0) >= *modseq
         }
@@ -180,7 +236,7 @@ impl Session {
         }
         let store = self.ctx.store.clone();
         let selected = self.selected_mut()?;
-        let key = SearchKey::And(criteria.clone());
+        let key = Arc::new(SearchKey::And(criteria.clone()));
         let load = needs_body(&key);
         let count = u32::try_from(selected.messages.len()).unwrap_or(u32::MAX);
         let max_uid = selected
@@ -188,22 +244,24 @@ impl Session {
             .last()
             .map(|m| wire_uid(m.uid))
             .unwrap_or(0);
+        // The sets point into the key's heap allocation, which the Arc keeps in place.
+        let sets = Arc::new(Sets::new(&key, count, max_uid)?);
         let mut found = Vec::new();
         for (i, meta) in selected.messages.iter().enumerate() {
-            let raw = if load {
-                Some(store.read_body(meta).await?)
-            } else {
-                None
-            };
             let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let candidate = Candidate {
-                seq,
-                count,
-                max_uid,
-                meta,
-                raw: raw.as_deref(),
+            let hit = if load {
+                // One body at a time, matched off the async workers.
+                let raw = store.read_body(meta).await?;
+                let (key, sets, meta) = (key.clone(), sets.clone(), meta.clone());
+                tokio::task::spawn_blocking(move || {
+                    matches(&key, &Candidate::new(seq, &sets, &meta, Some(&raw)))
+                })
+                .await
+                .map_err(|_| CommandError::no(Some("SERVERBUG"), "Search failed"))?
+            } else {
+                matches(&key, &Candidate::new(seq, &sets, meta, None))
             };
-            if matches(&key, &candidate) {
+            if hit {
                 let number = if uid { wire_uid(meta.uid) } else { seq };
                 if let Some(n) = NonZeroU32::new(number) {
                     found.push(n);
@@ -259,19 +317,14 @@ mod tests {
         ];
         let run = |line: &str| -> Vec<u32> {
             let key = criteria(line);
+            let sets = Sets::new(&key, 3, 9).unwrap();
             messages
                 .iter()
                 .enumerate()
                 .filter(|(i, m)| {
                     matches(
                         &key,
-                        &Candidate {
-                            seq: *i as u32 + 1,
-                            count: 3,
-                            max_uid: 9,
-                            meta: m,
-                            raw: Some(&raw[..]),
-                        },
+                        &Candidate::new(*i as u32 + 1, &sets, m, Some(&raw[..])),
                     )
                 })
                 .map(|(_, m)| m.uid as u32)
@@ -291,6 +344,9 @@ mod tests {
             ("UID 7:*", vec![7, 9]),
             ("UID 10:*", vec![9]),
             ("2:3", vec![7, 9]),
+            ("OR 1 UID 9", vec![3, 9]),
+            ("NOT 3:*", vec![3, 7]),
+            ("*", vec![9]),
             ("LARGER 99", vec![3, 7]),
             ("SMALLER 100", vec![9]),
             ("NEW", vec![]),

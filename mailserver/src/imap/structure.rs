@@ -288,6 +288,30 @@ pub fn structure(part: PartRef<'_, '_>, extended: bool) -> BodyStructure<'static
     }
 }
 
+/// The structure of a message past the parsing limits: its body as one opaque part, so no
+/// client tries to show megabytes of nested parts as text.
+pub fn opaque_structure(body: &[u8], extended: bool) -> BodyStructure<'static> {
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: Vec::new(),
+                id: NString(None),
+                description: NString(None),
+                content_transfer_encoding: istring(b"7BIT"),
+                size: size(body),
+            },
+            specific: SpecificFields::Basic {
+                r#type: istring(b"APPLICATION"),
+                subtype: istring(b"OCTET-STREAM"),
+            },
+        },
+        extension_data: extended.then_some(SinglePartExtensionData {
+            md5: NString(None),
+            tail: None,
+        }),
+    }
+}
+
 /// The structure of a message that did not parse: one text/plain part of its bytes.
 pub fn plain_structure(raw: &[u8]) -> BodyStructure<'static> {
     BodyStructure::Single {
