@@ -192,10 +192,14 @@ impl Session {
         .headers();
         message.extend_from_slice(&body);
         let size = message.len() as u64;
-        if let Some(full) = tx.recipients.iter().find(|r| !r.fits(size)) {
-            // One reply covers every recipient, so one full mailbox refuses the message; the
-            // RCPT-time check with SIZE= usually catches this first.
-            return self.reject(Reject::MailboxFull(full.address.clone()));
+        // One reply covers every recipient, so one full mailbox refuses the message; the
+        // RCPT-time check with SIZE= usually catches this first.
+        if let Some(full) = tx
+            .recipients
+            .iter()
+            .find_map(|r| Reject::quota(r, &r.address, size))
+        {
+            return self.reject(full);
         }
         self.ask(Action::Deliver(Delivery {
             id,

@@ -388,6 +388,7 @@ pub(in crate::smtp) mod tests {
             "Bob@Example.test" => Lookup::Local(recipient(2, "bob@example.test", 1 << 20, 0)),
             "small@example.test" => Lookup::Local(recipient(3, "small@example.test", 300, 0)),
             "full@example.test" => Lookup::Local(recipient(4, "full@example.test", 100, 100)),
+            "half@example.test" => Lookup::Local(recipient(6, "half@example.test", 1000, 900)),
             "ünï@example.test" => Lookup::Local(recipient(5, "ünï@example.test", 1 << 20, 0)),
             "nobody@example.test" => Lookup::UnknownUser,
             "down@example.test" => Lookup::Failed,
