@@ -23,6 +23,9 @@ use super::sequence::Ranges;
 use super::session::{Outcome, Session};
 use crate::store::MessageMeta;
 
+/// Most keys one SEARCH may combine (imap-codec already bounds how deeply they nest).
+const MAX_KEYS: usize = 1_000;
+
 /// The sequence sets of a search key, each normalised once for the whole command and found
 /// again by its address in the key (which stays put while the command runs).
 pub struct Sets(HashMap<usize, Ranges>);
@@ -36,7 +39,15 @@ impl Sets {
     pub fn new(key: &SearchKey<'_>, count: u32, max_uid: u32) -> Result<Self, CommandError> {
         let mut sets = HashMap::new();
         let mut stack = vec![key];
+        let mut keys = 0;
         while let Some(key) = stack.pop() {
+            // Every key is tried against every message: their number multiplies the work.
+            keys += 1;
+            if keys > MAX_KEYS {
+                return Err(CommandError::bad(format!(
+                    "Search too complex: at most {MAX_KEYS} keys"
+                )));
+            }
             match key {
                 SearchKey::And(keys) => stack.extend(keys.as_ref()),
                 SearchKey::Not(key) => stack.push(key),
@@ -359,6 +370,16 @@ mod tests {
         let mut needle = vec![b'a'; 50_000];
         needle.push(b'b');
         assert!(!contains(&haystack, &needle));
+    }
+
+    #[test]
+    fn too_many_keys() {
+        let many = criteria(&vec!["ALL"; MAX_KEYS].join(" "));
+        assert!(
+            Sets::new(&many, 1, 1).is_err(),
+            "the And around them is a key too"
+        );
+        assert!(Sets::new(&criteria(&vec!["ALL"; MAX_KEYS - 1].join(" ")), 1, 1).is_ok());
     }
 
     #[test]
