@@ -65,20 +65,30 @@ impl Drop for Parsed<'_> {
 pub fn parse(raw: &[u8]) -> Option<Parsed<'_>> {
     let mut encoded_budget = MAX_ENCODED_MESSAGES;
     if prescan(raw, 0, &mut encoded_budget) {
-        let parsed = Parsed {
-            msg: MessageParser::default().parse(raw)?,
-            opaque: false,
-        };
-        if tree_within_limits(&parsed) {
-            return Some(parsed);
+        match guarded(|| MessageParser::default().parse(raw)) {
+            Some(Some(msg)) => {
+                let parsed = Parsed { msg, opaque: false };
+                if tree_within_limits(&parsed) {
+                    return Some(parsed);
+                }
+            }
+            Some(None) => return None,
+            None => {}
         }
     }
     opaque(raw)
 }
 
+/// Runs mail-parser, `None` if it panics: it asserts on some malformed structures in debug
+/// builds (`Invalid part ID, could not find multipart.`), and no message may take a session
+/// down with it.
+fn guarded<'x>(parse: impl FnOnce() -> Option<Message<'x>>) -> Option<Option<Message<'x>>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).ok()
+}
+
 /// The top-level header parsed, everything after it one body part.
 fn opaque(raw: &[u8]) -> Option<Parsed<'_>> {
-    let mut msg = MessageParser::default().parse_headers(raw)?;
+    let mut msg = guarded(|| MessageParser::default().parse_headers(raw)).flatten()?;
     let root = msg.parts.first_mut()?;
     root.offset_header = 0;
     root.offset_body = u32::try_from(header_end(raw)).unwrap_or(u32::MAX);
@@ -349,5 +359,56 @@ mod tests {
     fn decoders() {
         assert_eq!(decode_base64(b"aGVs\r\nbG8=\r\n"), b"hello");
         assert_eq!(decode_quoted_printable(b"a=3Db=\r\nc=ZZ"), b"a=bc=ZZ");
+    }
+
+    const FRAGMENTS: &[&[u8]] = &[
+        b"Subject: x\r\n",
+        b"From: \"A\" <a@example.test>, (comment (nested)) b@example.test\r\n",
+        b"Content-Type: multipart/mixed; boundary=b\r\n",
+        b"Content-Type: multipart/digest; boundary=\"c\"\r\n",
+        b"Content-Type: message/rfc822\r\n",
+        b"Content-Type: message/global\r\n",
+        b"Content-Type:\r\n message/rfc822\r\n",
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Transfer-Encoding: base64\r\n",
+        b"Content-Transfer-Encoding: quoted-printable\r\n",
+        b"\r\n",
+        b"\n",
+        b"--b\r\n",
+        b"--b--\r\n",
+        b"--c\r\n",
+        b"--c--",
+        b"Q29udGVudC1UeXBlOiBtZXNzYWdlL3JmYzgyMg0KDQo=\r\n",
+        b"Content-Type: message/rfc822=0D=0A=0D=0A",
+        b"body text\r\n",
+    ];
+
+    /// Random MIME-shaped messages: parsing and every walk over the result finish without a
+    /// panic, and an opaque result still cuts header from body.
+    #[test]
+    fn noise() {
+        use imap_codec::imap_types::fetch::Section;
+        use rand::SeedableRng;
+
+        use crate::imap::mime::{PartRef, section_bytes};
+        use crate::imap::structure::{envelope, opaque_structure, structure};
+
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        for _ in 0..2_000 {
+            let raw = crate::noise::random_input(&mut rng, FRAGMENTS, 60, 40);
+            let Some(parsed) = parse(&raw) else {
+                continue;
+            };
+            let root = PartRef::root(&parsed);
+            let _ = envelope(&parsed);
+            let _ = if parsed.is_opaque() {
+                opaque_structure(root.body_bytes(), true)
+            } else {
+                structure(root, true)
+            };
+            for section in [None, Some(Section::Header(None)), Some(Section::Text(None))] {
+                let _ = section_bytes(&raw, Some(&parsed), section.as_ref());
+            }
+        }
     }
 }
