@@ -176,15 +176,15 @@ pub fn section_bytes(
 }
 
 /// `<origin.length>` of a partial fetch applied to the section's bytes.
-pub fn partial(bytes: Vec<u8>, range: Option<(u32, NonZeroU32)>) -> Vec<u8> {
-    match range {
-        None => bytes,
-        Some((origin, length)) => {
-            let start = (origin as usize).min(bytes.len());
-            let end = start.saturating_add(length.get() as usize).min(bytes.len());
-            bytes[start..end].to_vec()
-        }
+pub fn partial(mut bytes: Vec<u8>, range: Option<(u32, NonZeroU32)>) -> Vec<u8> {
+    if let Some((origin, length)) = range {
+        let start = (origin as usize).min(bytes.len());
+        let end = start.saturating_add(length.get() as usize).min(bytes.len());
+        // In place, no second copy of a large body.
+        bytes.truncate(end);
+        bytes.drain(..start);
     }
+    bytes
 }
 
 #[cfg(test)]
