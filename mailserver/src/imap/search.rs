@@ -80,6 +80,8 @@ pub struct Candidate<'a> {
     pub sent: OnceCell<Option<NaiveDate>>,
     /// The cached header fields, when the message has them: then no body is needed.
     pub summary: Option<&'a HeaderSummary>,
+    /// Where the top-level header ends, found once.
+    header_len: OnceCell<usize>,
 }
 
 impl<'a> Candidate<'a> {
@@ -91,17 +93,18 @@ impl<'a> Candidate<'a> {
             raw,
             sent: OnceCell::new(),
             summary: None,
+            header_len: OnceCell::new(),
         }
     }
 
     fn header(&self) -> &'a [u8] {
         let raw = self.raw.unwrap_or_default();
-        &raw[..parse::header_end(raw)]
+        &raw[..*self.header_len.get_or_init(|| parse::header_end(raw))]
     }
 
     fn body(&self) -> &'a [u8] {
         let raw = self.raw.unwrap_or_default();
-        &raw[parse::header_end(raw)..]
+        &raw[*self.header_len.get_or_init(|| parse::header_end(raw))..]
     }
 }
 
