@@ -16,6 +16,11 @@ use mail_parser::{Message, MessageParser, PartType};
 pub const MAX_DEPTH: usize = 32;
 /// Most MIME parts a parsed message may have.
 pub const MAX_PARTS: usize = 5_000;
+/// The pre-scan's bound on parts is an over-estimate (any run of dashes counts, as
+/// mail-parser finds boundaries mid-line), so it is looser than [`MAX_PARTS`]: a long patch
+/// or a text full of `--` is still parsed. mail-parser builds even this many nested parts
+/// with a loop, and the tree is measured exactly afterwards.
+const PRESCAN_PARTS: usize = 50_000;
 /// mail-parser parses transfer-encoded message/rfc822 parts this many levels deep (its
 /// `MAX_NESTED_ENCODED`); deeper ones stay bytes.
 const ENCODED_LEVELS: usize = 3;
@@ -157,7 +162,7 @@ fn dash_runs(bytes: &[u8]) -> usize {
 /// parse them. One pass per level, a few decoded passes per message.
 fn prescan(bytes: &[u8], level: usize, encoded_budget: &mut usize) -> bool {
     let limit = if level == 0 {
-        MAX_PARTS
+        PRESCAN_PARTS
     } else {
         MAX_ENCODED_PARTS
     };
@@ -287,6 +292,12 @@ mod tests {
         raw
     }
 
+    fn text_with_dashes(lines: usize) -> Vec<u8> {
+        let mut raw = b"Subject: patch\r\n\r\n".to_vec();
+        raw.extend(b"-\ti--;\r\n".repeat(lines));
+        raw
+    }
+
     fn base64_of(bytes: &[u8]) -> Vec<u8> {
         use base64::Engine;
         let text = base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -316,6 +327,9 @@ mod tests {
             ("the issue's poison", nested(100_000), true),
             ("many parts", multipart(100), false),
             ("too many parts", multipart(MAX_PARTS + 1), true),
+            ("past the pre-scan", multipart(PRESCAN_PARTS), true),
+            ("nested, parsed, too deep", nested(PRESCAN_PARTS - 10), true),
+            ("dashes in text", text_with_dashes(PRESCAN_PARTS / 2), false),
             ("encoded, small", encoded(&nested(3)), false),
             ("encoded, deep inside", encoded(&nested(50_000)), true),
             ("encoded twice", encoded(&encoded(&nested(50_000))), true),
