@@ -1,6 +1,7 @@
 //! The parts of a message that FETCH BODY[section] names (RFC 3501 §6.4.5), cut from the raw
 //! bytes so what the client gets is byte-for-byte what was delivered.
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 
 use imap_codec::imap_types::core::AString;
@@ -105,16 +106,14 @@ fn message_at<'m, 'x>(
     }
 }
 
-/// Whether a header field called `name` is listed (case-insensitive).
-fn listed(names: &[AString<'_>], name: &[u8]) -> bool {
-    names
-        .iter()
-        .any(|n| n.as_ref().eq_ignore_ascii_case(name.trim_ascii()))
-}
-
 /// The fields of a header block whose names are (or, with `keep == false`, are not) in `names`,
-/// each with its continuation lines, followed by the blank line.
+/// each with its continuation lines, followed by the blank line. The names go into a set once,
+/// so a long list costs its length, not its length times every line of every message.
 pub fn filter_header(block: &[u8], names: &[AString<'_>], keep: bool) -> Vec<u8> {
+    let listed: HashSet<Vec<u8>> = names
+        .iter()
+        .map(|n| n.as_ref().to_ascii_lowercase())
+        .collect();
     let mut out = Vec::new();
     let mut including = false;
     for line in block.split_inclusive(|&b| b == b'\n') {
@@ -123,7 +122,7 @@ pub fn filter_header(block: &[u8], names: &[AString<'_>], keep: bool) -> Vec<u8>
         }
         if !matches!(line.first(), Some(b' ' | b'\t')) {
             let name = line.split(|&b| b == b':').next().unwrap_or_default();
-            including = listed(names, name) == keep;
+            including = listed.contains(&name.trim_ascii().to_ascii_lowercase()) == keep;
         }
         if including {
             out.extend_from_slice(line);
@@ -177,15 +176,15 @@ pub fn section_bytes(
 }
 
 /// `<origin.length>` of a partial fetch applied to the section's bytes.
-pub fn partial(bytes: Vec<u8>, range: Option<(u32, NonZeroU32)>) -> Vec<u8> {
-    match range {
-        None => bytes,
-        Some((origin, length)) => {
-            let start = (origin as usize).min(bytes.len());
-            let end = start.saturating_add(length.get() as usize).min(bytes.len());
-            bytes[start..end].to_vec()
-        }
+pub fn partial(mut bytes: Vec<u8>, range: Option<(u32, NonZeroU32)>) -> Vec<u8> {
+    if let Some((origin, length)) = range {
+        let start = (origin as usize).min(bytes.len());
+        let end = start.saturating_add(length.get() as usize).min(bytes.len());
+        // In place, no second copy of a large body.
+        bytes.truncate(end);
+        bytes.drain(..start);
     }
+    bytes
 }
 
 #[cfg(test)]

@@ -16,6 +16,11 @@ use mail_parser::{Message, MessageParser, PartType};
 pub const MAX_DEPTH: usize = 32;
 /// Most MIME parts a parsed message may have.
 pub const MAX_PARTS: usize = 5_000;
+/// The pre-scan's bound on parts is an over-estimate (any run of dashes counts, as
+/// mail-parser finds boundaries mid-line), so it is looser than [`MAX_PARTS`]: a long patch
+/// or a text full of `--` is still parsed. mail-parser builds even this many nested parts
+/// with a loop, and the tree is measured exactly afterwards.
+const PRESCAN_PARTS: usize = 50_000;
 /// mail-parser parses transfer-encoded message/rfc822 parts this many levels deep (its
 /// `MAX_NESTED_ENCODED`); deeper ones stay bytes.
 const ENCODED_LEVELS: usize = 3;
@@ -65,20 +70,30 @@ impl Drop for Parsed<'_> {
 pub fn parse(raw: &[u8]) -> Option<Parsed<'_>> {
     let mut encoded_budget = MAX_ENCODED_MESSAGES;
     if prescan(raw, 0, &mut encoded_budget) {
-        let parsed = Parsed {
-            msg: MessageParser::default().parse(raw)?,
-            opaque: false,
-        };
-        if tree_within_limits(&parsed) {
-            return Some(parsed);
+        match guarded(|| MessageParser::default().parse(raw)) {
+            Some(Some(msg)) => {
+                let parsed = Parsed { msg, opaque: false };
+                if tree_within_limits(&parsed) {
+                    return Some(parsed);
+                }
+            }
+            Some(None) => return None,
+            None => {}
         }
     }
     opaque(raw)
 }
 
+/// Runs mail-parser, `None` if it panics: it asserts on some malformed structures in debug
+/// builds (`Invalid part ID, could not find multipart.`), and no message may take a session
+/// down with it.
+fn guarded<'x>(parse: impl FnOnce() -> Option<Message<'x>>) -> Option<Option<Message<'x>>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).ok()
+}
+
 /// The top-level header parsed, everything after it one body part.
 fn opaque(raw: &[u8]) -> Option<Parsed<'_>> {
-    let mut msg = MessageParser::default().parse_headers(raw)?;
+    let mut msg = guarded(|| MessageParser::default().parse_headers(raw)).flatten()?;
     let root = msg.parts.first_mut()?;
     root.offset_header = 0;
     root.offset_body = u32::try_from(header_end(raw)).unwrap_or(u32::MAX);
@@ -147,7 +162,7 @@ fn dash_runs(bytes: &[u8]) -> usize {
 /// parse them. One pass per level, a few decoded passes per message.
 fn prescan(bytes: &[u8], level: usize, encoded_budget: &mut usize) -> bool {
     let limit = if level == 0 {
-        MAX_PARTS
+        PRESCAN_PARTS
     } else {
         MAX_ENCODED_PARTS
     };
@@ -277,6 +292,12 @@ mod tests {
         raw
     }
 
+    fn text_with_dashes(lines: usize) -> Vec<u8> {
+        let mut raw = b"Subject: patch\r\n\r\n".to_vec();
+        raw.extend(b"-\ti--;\r\n".repeat(lines));
+        raw
+    }
+
     fn base64_of(bytes: &[u8]) -> Vec<u8> {
         use base64::Engine;
         let text = base64::engine::general_purpose::STANDARD.encode(bytes);
@@ -306,6 +327,9 @@ mod tests {
             ("the issue's poison", nested(100_000), true),
             ("many parts", multipart(100), false),
             ("too many parts", multipart(MAX_PARTS + 1), true),
+            ("past the pre-scan", multipart(PRESCAN_PARTS), true),
+            ("nested, parsed, too deep", nested(PRESCAN_PARTS - 10), true),
+            ("dashes in text", text_with_dashes(PRESCAN_PARTS / 2), false),
             ("encoded, small", encoded(&nested(3)), false),
             ("encoded, deep inside", encoded(&nested(50_000)), true),
             ("encoded twice", encoded(&encoded(&nested(50_000))), true),
@@ -349,5 +373,56 @@ mod tests {
     fn decoders() {
         assert_eq!(decode_base64(b"aGVs\r\nbG8=\r\n"), b"hello");
         assert_eq!(decode_quoted_printable(b"a=3Db=\r\nc=ZZ"), b"a=bc=ZZ");
+    }
+
+    const FRAGMENTS: &[&[u8]] = &[
+        b"Subject: x\r\n",
+        b"From: \"A\" <a@example.test>, (comment (nested)) b@example.test\r\n",
+        b"Content-Type: multipart/mixed; boundary=b\r\n",
+        b"Content-Type: multipart/digest; boundary=\"c\"\r\n",
+        b"Content-Type: message/rfc822\r\n",
+        b"Content-Type: message/global\r\n",
+        b"Content-Type:\r\n message/rfc822\r\n",
+        b"Content-Type: text/plain; charset=utf-8\r\n",
+        b"Content-Transfer-Encoding: base64\r\n",
+        b"Content-Transfer-Encoding: quoted-printable\r\n",
+        b"\r\n",
+        b"\n",
+        b"--b\r\n",
+        b"--b--\r\n",
+        b"--c\r\n",
+        b"--c--",
+        b"Q29udGVudC1UeXBlOiBtZXNzYWdlL3JmYzgyMg0KDQo=\r\n",
+        b"Content-Type: message/rfc822=0D=0A=0D=0A",
+        b"body text\r\n",
+    ];
+
+    /// Random MIME-shaped messages: parsing and every walk over the result finish without a
+    /// panic, and an opaque result still cuts header from body.
+    #[test]
+    fn noise() {
+        use imap_codec::imap_types::fetch::Section;
+        use rand::SeedableRng;
+
+        use crate::imap::mime::{PartRef, section_bytes};
+        use crate::imap::structure::{envelope, opaque_structure, structure};
+
+        let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+        for _ in 0..2_000 {
+            let raw = crate::noise::random_input(&mut rng, FRAGMENTS, 60, 40);
+            let Some(parsed) = parse(&raw) else {
+                continue;
+            };
+            let root = PartRef::root(&parsed);
+            let _ = envelope(&parsed);
+            let _ = if parsed.is_opaque() {
+                opaque_structure(root.body_bytes(), true)
+            } else {
+                structure(root, true)
+            };
+            for section in [None, Some(Section::Header(None)), Some(Section::Text(None))] {
+                let _ = section_bytes(&raw, Some(&parsed), section.as_ref());
+            }
+        }
     }
 }
