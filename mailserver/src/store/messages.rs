@@ -1,6 +1,9 @@
 //! Folders and the messages in them: what IMAP and POP3 read and change.
 
+use std::ops::Range;
+
 use chrono::{DateTime, Utc};
+use mail_blobstore::BlobReader;
 
 use super::blobs::change_refs;
 use super::{Store, StoreError, lock_folder, notify_changed};
@@ -31,6 +34,13 @@ pub struct MessageMeta {
     pub flags: Vec<String>,
     pub bucket: String,
     pub blob_key: String,
+}
+
+fn missing(message: &MessageMeta) -> StoreError {
+    StoreError::MissingBlob {
+        bucket: message.bucket.clone(),
+        key: message.blob_key.clone(),
+    }
 }
 
 /// How STORE changes flags.
@@ -87,13 +97,27 @@ impl Store {
 
     /// The message's bytes exactly as they were delivered.
     pub async fn read_body(&self, message: &MessageMeta) -> Result<Vec<u8>, StoreError> {
-        self.blobs
-            .get(&message.bucket, &message.blob_key)
-            .await?
-            .ok_or_else(|| StoreError::MissingBlob {
-                bucket: message.bucket.clone(),
-                key: message.blob_key.clone(),
-            })
+        let body = self.blobs.get(&message.bucket, &message.blob_key).await?;
+        body.ok_or_else(|| missing(message))
+    }
+
+    /// The message's bytes as a stream: a large body is written out without being held.
+    pub async fn open_body(&self, message: &MessageMeta) -> Result<BlobReader, StoreError> {
+        let body = self.blobs.open(&message.bucket, &message.blob_key).await?;
+        body.ok_or_else(|| missing(message))
+    }
+
+    /// The bytes `range` of the message (cut at its end), e.g. for `BODY[]<start.length>`.
+    pub async fn read_body_range(
+        &self,
+        message: &MessageMeta,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let body = self
+            .blobs
+            .get_range(&message.bucket, &message.blob_key, range)
+            .await?;
+        body.ok_or_else(|| missing(message))
     }
 
     /// Changes the flags of the given UIDs of a folder and returns each changed message's UID
