@@ -113,6 +113,13 @@ pub struct Collected {
     pub bytes: u64,
 }
 
+/// How often each process runs the collector.
+pub const COLLECT_EVERY: Duration = Duration::from_secs(5 * 60);
+/// How long a blob stays unreferenced (or staged) before it is collected. Safety does not
+/// depend on it (see the module's protocol); it spares re-uploads of bodies staged by
+/// deliveries still in flight, and leaves time to notice a mistake.
+pub const COLLECT_GRACE: Duration = Duration::from_secs(15 * 60);
+
 /// Rows the collector takes in one transaction.
 const BATCH: i64 = 100;
 
@@ -166,8 +173,10 @@ impl Store {
         }
     }
 
-    /// Runs [`Store::collect_garbage`] every `every`, for as long as the process lives.
-    pub fn spawn_collector(&self, every: Duration, grace: Duration) -> tokio::task::JoinHandle<()> {
+    /// Runs [`Store::collect_garbage`] every [`COLLECT_EVERY`] with [`COLLECT_GRACE`], for as
+    /// long as the process lives. Every pod may run one: they skip each other's rows.
+    pub fn spawn_collector(&self) -> tokio::task::JoinHandle<()> {
+        let (every, grace) = (COLLECT_EVERY, COLLECT_GRACE);
         let store = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
