@@ -36,6 +36,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_recipients: config.max_recipients,
         },
     });
+    let _collector = ctx.store.spawn_collector();
     let server = RunningServer::start(
         ctx,
         Addresses {

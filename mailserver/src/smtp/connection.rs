@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::Limits;
 use super::session::{Action, Lookup, Session};
+use super::spool::Spool;
 use crate::Context;
 use crate::store::{Store, normalize_address};
 
@@ -32,6 +33,7 @@ where
     let mut session = Session::new(ctx.settings.hostname.clone(), peer.ip(), limits);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut out = Vec::new();
+    let mut spool = Spool::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(action) = session.next_action() {
@@ -41,11 +43,9 @@ where
                     let found = lookup(&ctx.store, &address).await;
                     session.lookup_done(found);
                 }
-                Action::Deliver(delivery) => {
-                    let result = ctx
-                        .store
-                        .deliver(&delivery.message, &delivery.recipients)
-                        .await;
+                Action::Spool(chunk) => spool.write(chunk).await,
+                Action::Deliver(mut delivery) => {
+                    let result = spool.deliver(&ctx.store, &mut delivery).await;
                     match &result {
                         Ok(copies) => info!(
                             %peer, id = %delivery.id, size = delivery.message.len(),
