@@ -104,3 +104,29 @@ async fn pop3_auth_user_names_cannot_forge_log_lines() {
         "escaped as written: {line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_checks_are_capped_at_the_cores() {
+    let world = start().await;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Many clients logging in at once, right and wrong passwords and unknown users alike.
+    let logins = (0..8 * cores + 8).map(|i| {
+        let auth = world.ctx().auth.clone();
+        tokio::spawn(async move {
+            let (user, password) = match i % 3 {
+                0 => (USER, PASSWORD),
+                1 => (USER, "wrong"),
+                _ => ("nobody@example.test", "x"),
+            };
+            (i % 3, auth.verify(user, password).await.expect("checked"))
+        })
+    });
+    for login in logins.collect::<Vec<_>>() {
+        let (kind, account) = login.await.expect("task");
+        assert_eq!(account.is_some(), kind == 0);
+    }
+    let peak = world.ctx().auth.peak_concurrent_checks();
+    assert!(peak >= 1, "no check was counted");
+    assert!(peak <= cores, "{peak} checks ran at once on {cores} cores");
+    world.stop().await;
+}
