@@ -157,11 +157,11 @@ async fn login(ctx: &Context, credentials: &Credentials) -> LoginOutcome {
     {
         Ok(Some(account)) => account,
         Ok(None) => {
-            info!(user = %credentials.user, "pop3 login failed");
+            info!(user = ?credentials.user, "pop3 login failed");
             return LoginOutcome::Rejected;
         }
         Err(err) => {
-            warn!(user = %credentials.user, %err, "pop3 login could not be checked");
+            warn!(user = ?credentials.user, %err, "pop3 login could not be checked");
             return LoginOutcome::Unavailable;
         }
     };
