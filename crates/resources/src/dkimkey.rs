@@ -72,6 +72,16 @@ pub struct DkimKeyStatus {
     /// The DNS TXT record value to publish at `<selector>._domainkey.<domain>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_txt: Option<String>,
+    /// The owner name of the TXT record, `<selector>._domainkey.<domain>.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    /// The public key, base64 (the `p=` of the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The Secret (same namespace, owned by this DkimKey) holding the private key as PKCS#8 PEM
+    /// under `private.pem`. An existing key there is never overwritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -67,6 +67,9 @@ pub struct MailDomainStatus {
     /// DNS records to publish for this domain (MX, SPF, DMARC, DKIM, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_records: Vec<DnsRecord>,
+    /// The same records as zone file lines, ready to paste into the domain's zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
