@@ -1,10 +1,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A mail domain the platform hosts: mail for `@<domain>` is accepted, stored and served.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.catchAll) || self.catchAll.lowerAscii().endsWith('@' + self.domain)"
+).message("catchAll must be an address in the domain itself"))]
 #[kube(
     group = "mail.kubemail.io",
     version = "v1alpha1",
@@ -20,7 +23,14 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 pub struct MailDomainSpec {
     /// The DNS domain this resource hosts mail for, e.g. `example.com`. Lower case; an
-    /// internationalized domain is written in its A-label (punycode) form.
+    /// internationalized domain is written in its A-label (punycode) form. Immutable.
+    #[schemars(
+        length(max = 253),
+        regex(
+            pattern = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+        )
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("domain is immutable; create another MailDomain"))]
     pub domain: String,
 
     /// What happens to the domain's stored mail when this resource is deleted. `Retain` (the
