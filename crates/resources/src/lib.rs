@@ -52,7 +52,7 @@ mod tests {
             let crd: serde_yaml::Value = serde_yaml::from_str(&files[i].1).expect("YAML");
             let spec =
                 &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
-            serde_yaml::to_string(spec).expect("YAML")
+            serde_json::to_string(spec).expect("JSON")
         };
         assert!(rules(0).contains("self.catchAll.lowerAscii().endsWith('@' + self.domain)"));
         assert!(rules(0).contains("domain is immutable"));
