@@ -1,5 +1,5 @@
-//! What the controllers read back from PostgreSQL: whether a domain is served, and the DKIM
-//! public keys to publish for it.
+//! What the controllers read back from PostgreSQL: whether a domain is served, its mailbox
+//! count and usage, and the DKIM public keys to publish for it.
 
 use mail_resources::DkimAlgorithm;
 use sqlx::PgPool;
@@ -15,6 +15,27 @@ pub async fn domain_hosted(pool: &PgPool, domain: &str) -> Result<bool, Error> {
             .fetch_optional(pool)
             .await?;
     Ok(hosted.is_some())
+}
+
+/// How many mailboxes (not marked deleted) the domain serves.
+pub async fn mailbox_count(pool: &PgPool, domain: &str) -> Result<i64, Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM mailboxes m JOIN domains d ON d.id = m.domain_id
+         WHERE d.name = $1 AND m.deleted_at IS NULL",
+    )
+    .bind(domain)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The bytes a mailbox's messages take, if the mailbox exists.
+pub async fn used_bytes(pool: &PgPool, address: &str) -> Result<Option<i64>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT used_bytes FROM mailboxes WHERE address = $1")
+            .bind(address.to_ascii_lowercase())
+            .fetch_optional(pool)
+            .await?,
+    )
 }
 
 /// The domain's DKIM keys that have a public key, by selector.

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
     status = "MailboxStatus",
     printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.address"}"#,
     printcolumn = r#"{"name":"Quota","type":"string","jsonPath":".spec.quota"}"#,
-    printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".spec.authSource"}"#,
+    printcolumn = r#"{"name":"Used","type":"integer","format":"int64","jsonPath":".status.usedBytes"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".spec.authSource","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MailboxSpec {
@@ -103,6 +104,9 @@ pub struct MailboxStatus {
     /// Standard conditions; `Ready` is true once the mailbox can receive mail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The bytes the mailbox's messages take, as of the last reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<i64>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

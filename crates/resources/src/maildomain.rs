@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
     shortname = "md",
     status = "MailDomainStatus",
     printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domain"}"#,
-    printcolumn = r#"{"name":"Reclaim","type":"string","jsonPath":".spec.reclaimPolicy"}"#,
+    printcolumn = r#"{"name":"Mailboxes","type":"integer","jsonPath":".status.mailboxes"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reclaim","type":"string","jsonPath":".spec.reclaimPolicy","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MailDomainSpec {
@@ -71,6 +72,9 @@ pub struct MailDomainStatus {
     /// Standard conditions; `Ready` is true once the domain's rows and bucket exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// How many mailboxes the domain serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailboxes: Option<i64>,
     /// The S3 bucket that holds this domain's message bodies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,

@@ -49,8 +49,14 @@ async fn apply(mailbox: &Mailbox, ctx: &Context) -> Result<Action, Error> {
             }
         }
     };
+    let used_bytes = if verdict.ready {
+        mail_provision::used_bytes(&ctx.pool, &mailbox.spec.address).await?
+    } else {
+        None
+    };
     let next = MailboxStatus {
         observed_generation: mailbox.metadata.generation,
+        used_bytes,
         ..MailboxStatus::default()
     };
     status::conclude(ctx, mailbox, mailbox.status.as_ref(), &verdict, next).await

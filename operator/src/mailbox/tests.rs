@@ -142,6 +142,7 @@ async fn not_ready_until_the_secret_and_the_domain_exist_then_ready_once() {
             .await
             .expect("the mailbox row");
     assert!(hash.expect("a hash").starts_with("$argon2id$"));
+    assert_eq!(status.used_bytes, Some(0));
     mailbox.status = Some(status);
 
     // Nothing changed: the Secret is read, nothing is written.

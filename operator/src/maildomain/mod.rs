@@ -48,6 +48,7 @@ async fn apply(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
         Ok(outcome) => {
             tracing::info!(domain = name, ?outcome, "domain applied");
             let keys = mail_provision::dkim_public_keys(&ctx.pool, name).await?;
+            next.mailboxes = Some(mail_provision::mailbox_count(&ctx.pool, name).await?);
             next.bucket = Some(mail_provision::bucket_name(
                 &ctx.options.bucket_prefix,
                 name,

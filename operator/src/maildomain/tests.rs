@@ -44,6 +44,7 @@ async fn a_domain_gets_its_row_bucket_and_dns_records_and_its_delete_honours_the
     );
     assert_eq!(events(&seen), [("Normal".into(), "Provisioned".into())]);
     assert_eq!(status.bucket.as_deref(), Some("mail-example-test"));
+    assert_eq!(status.mailboxes, Some(0));
     assert!(blobs.path().join("mail-example-test").is_dir());
     let mx = status
         .dns_records
