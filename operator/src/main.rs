@@ -17,6 +17,8 @@ mod logging;
 mod mailbox;
 mod maildomain;
 mod metrics;
+#[cfg(test)]
+mod rbac;
 mod reconcile;
 mod status;
 mod stores;
