@@ -15,6 +15,7 @@ use mail_resources::{DkimKey, MailDomain, Mailbox};
 
 use crate::context::Context;
 use crate::http::{self, Health};
+use crate::leader;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::stores::StoreArgs;
@@ -37,6 +38,13 @@ pub struct Args {
     /// Watch this namespace only (default: every namespace).
     #[arg(long, env = "WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// Elect a leader on a Lease in this namespace (the pod's own), so that several replicas
+    /// can run; unset, this process reconciles alone.
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This replica's name in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "mail-operator")]
+    identity: String,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -101,13 +109,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {});
 
-    health.ready.store(true, Ordering::Relaxed);
-    tracing::info!("controllers started");
+    let controllers = async {
+        tokio::join!(mailboxes, domains, keys);
+    };
+    let ready = health.ready.clone();
+    let elected = async {
+        ready.store(true, Ordering::Relaxed);
+        match &args.lease_namespace {
+            Some(namespace) => {
+                let leases = Api::namespaced(client.clone(), namespace);
+                leader::lead(leases, LEASE, &args.identity, controllers).await
+            }
+            None => {
+                tracing::warn!("no --lease-namespace: reconciling without leader election");
+                controllers.await;
+                Ok(())
+            }
+        }
+    };
     tokio::select! {
         result = http::serve(args.http, health) => result,
-        () = async { tokio::join!(mailboxes, domains, keys); } => Ok(()),
+        result = elected => result,
     }
 }
+
+/// The Lease the replicas elect a leader on.
+const LEASE: &str = "mail-operator";
 
 /// Apis in the watched namespace, or in all.
 struct ApiFor {

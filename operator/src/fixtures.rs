@@ -47,8 +47,7 @@ pub async fn context() -> (Arc<Context>, ApiHandle, tempfile::TempDir) {
 
 /// Like [`context`], on a given pool (an unreachable one for the error paths).
 pub async fn context_on(pool: PgPool) -> (Arc<Context>, ApiHandle, tempfile::TempDir) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, handle) = mock_client();
     let blobs = tempfile::tempdir().expect("tempdir");
     let ctx = Context::new(
         client,
@@ -62,6 +61,12 @@ pub async fn context_on(pool: PgPool) -> (Arc<Context>, ApiHandle, tempfile::Tem
         Arc::new(Metrics::default()),
     );
     (Arc::new(ctx), handle, blobs)
+}
+
+/// A client whose requests arrive at the returned handle.
+pub fn mock_client() -> (Client, ApiHandle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), handle)
 }
 
 /// Runs `work` to its end while answering each API request it makes with `respond`

@@ -12,6 +12,7 @@ mod error;
 #[cfg(test)]
 mod fixtures;
 mod http;
+mod leader;
 mod local;
 mod logging;
 mod mailbox;

@@ -20,6 +20,12 @@ pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
     ("", "secrets", &["get", "list", "watch", "create"]),
     // The Recorder creates an Event and patches its series when it repeats.
     ("events.k8s.io", "events", &["create", "patch"]),
+    // Leader election (a Role in the operator's own namespace).
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+    ),
 ];
 
 #[cfg(test)]
@@ -111,16 +117,14 @@ mod tests {
                     .map(|verb| (group.to_string(), resource.to_string(), verb.to_string()))
             })
             .collect();
-        for (extra, kind) in [
-            (&[][..], "ClusterRole"),
-            (&["--set", "watchNamespace=mail"][..], "Role"),
-        ] {
-            let objects = rendered(extra);
-            let role = objects
+        // Every Role and ClusterRole together, cluster-wide and for one watched namespace.
+        for extra in [&[][..], &["--set", "watchNamespace=mail"][..]] {
+            let all: BTreeSet<_> = rendered(extra)
                 .iter()
-                .find(|o| o["kind"] == kind)
-                .unwrap_or_else(|| panic!("no {kind}"));
-            assert_eq!(granted(role), used, "{kind}");
+                .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+                .flat_map(granted)
+                .collect();
+            assert_eq!(all, used, "{extra:?}");
         }
     }
 
@@ -134,6 +138,8 @@ mod tests {
                 "ClusterRole",
                 "ClusterRoleBinding",
                 "Deployment",
+                "Role",
+                "RoleBinding",
                 "Service",
                 "ServiceAccount",
                 "ServiceMonitor"
