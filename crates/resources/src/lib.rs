@@ -46,6 +46,21 @@ mod tests {
     }
 
     #[test]
+    fn cross_field_rules_are_in_the_schema_for_the_api_server() {
+        let files = crd_files();
+        let rules = |i: usize| {
+            let crd: serde_yaml::Value = serde_yaml::from_str(&files[i].1).expect("YAML");
+            let spec =
+                &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+            serde_json::to_string(spec).expect("JSON")
+        };
+        assert!(rules(0).contains("self.catchAll.lowerAscii().endsWith('@' + self.domain)"));
+        assert!(rules(0).contains("domain is immutable"));
+        assert!(rules(1).contains("!self.aliases.exists(a"));
+        assert!(rules(2).contains("selector is immutable"));
+    }
+
+    #[test]
     fn doc_comments_become_descriptions() {
         let files = crd_files();
         let (_, domain) = &files[0];

@@ -1,0 +1,213 @@
+//! The API calls the controllers make, as RBAC rules: the chart grants exactly these and the
+//! tests here compare (they also lint and render the chart). Keep it in step with the code: a
+//! new call is a new line here.
+
+/// (API group, resource, verbs).
+pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
+    // Controller::new watches each kind; the finalizer is added and removed by JSON patch.
+    (
+        "mail.kubemail.io",
+        "maildomains",
+        &["list", "watch", "patch"],
+    ),
+    ("mail.kubemail.io", "mailboxes", &["list", "watch", "patch"]),
+    ("mail.kubemail.io", "dkimkeys", &["list", "watch", "patch"]),
+    // Status by server-side apply.
+    ("mail.kubemail.io", "maildomains/status", &["patch"]),
+    ("mail.kubemail.io", "mailboxes/status", &["patch"]),
+    ("mail.kubemail.io", "dkimkeys/status", &["patch"]),
+    // Mailboxes read their password Secret and are woken by it; DkimKeys create and own theirs.
+    ("", "secrets", &["get", "list", "watch", "create"]),
+    // The Recorder creates an Event and patches its series when it repeats.
+    ("events.k8s.io", "events", &["create", "patch"]),
+    // Leader election (a Role in the operator's own namespace).
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::PERMISSIONS;
+
+    fn chart() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/mail-platform")
+    }
+
+    /// helm from `HELM`, where `scripts/deps.sh` installs it, or PATH.
+    fn helm_program() -> String {
+        let cached = std::env::var("HOME")
+            .map(|h| format!("{h}/.cache/kubemail/bin/helm"))
+            .unwrap_or_default();
+        std::env::var("HELM").ok().unwrap_or_else(|| {
+            if Path::new(&cached).exists() {
+                cached
+            } else {
+                "helm".to_string()
+            }
+        })
+    }
+
+    fn helm(args: &[&str]) -> String {
+        let program = helm_program();
+        let out = Command::new(&program)
+            .args(args)
+            .arg(chart())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("{program}: {e}; scripts/deps.sh installs helm (ensure_helm)")
+            });
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+
+    fn rendered(extra: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["template", "t", "--namespace", "mail"];
+        args.extend_from_slice(extra);
+        let text = helm(&args);
+        text.split("\n---").filter_map(parse_document).collect()
+    }
+
+    fn parse_document(doc: &str) -> Option<serde_json::Value> {
+        let value: serde_json::Value = serde_yaml::from_str(doc).ok()?;
+        (!value.is_null()).then_some(value)
+    }
+
+    fn granted(role: &serde_json::Value) -> BTreeSet<(String, String, String)> {
+        let mut set = BTreeSet::new();
+        for rule in role["rules"].as_array().expect("rules") {
+            let strings = |key: &str| -> Vec<String> {
+                rule[key]
+                    .as_array()
+                    .expect("a list")
+                    .iter()
+                    .map(|v| v.as_str().expect("a string").to_string())
+                    .collect()
+            };
+            for group in strings("apiGroups") {
+                for resource in strings("resources") {
+                    for verb in strings("verbs") {
+                        set.insert((group.clone(), resource.clone(), verb));
+                    }
+                }
+            }
+        }
+        set
+    }
+
+    #[test]
+    fn the_chart_lints_and_its_rbac_grants_exactly_what_the_code_uses() {
+        helm(&["lint", "--strict"]);
+        let used: BTreeSet<(String, String, String)> = PERMISSIONS
+            .iter()
+            .flat_map(|(group, resource, verbs)| {
+                verbs
+                    .iter()
+                    .map(|verb| (group.to_string(), resource.to_string(), verb.to_string()))
+            })
+            .collect();
+        // Every Role and ClusterRole together, cluster-wide and for one watched namespace.
+        for extra in [&[][..], &["--set", "watchNamespace=mail"][..]] {
+            let all: BTreeSet<_> = rendered(extra)
+                .iter()
+                .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+                .flat_map(granted)
+                .collect();
+            assert_eq!(all, used, "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn the_operator_pod_is_restricted_and_names_its_settings() {
+        let objects = rendered(&["--set", "metrics.serviceMonitor.enabled=true"]);
+        let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        assert_eq!(
+            kinds,
+            BTreeSet::from([
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Deployment",
+                "Role",
+                "RoleBinding",
+                "Service",
+                "ServiceAccount",
+                "ServiceMonitor"
+            ])
+        );
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("Deployment");
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        let container = &pod["containers"][0];
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            container["securityContext"]["allowPrivilegeEscalation"],
+            false
+        );
+        assert_eq!(
+            container["securityContext"]["capabilities"]["drop"][0],
+            "ALL"
+        );
+        let env: BTreeSet<&str> = container["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        for name in [
+            "DATABASE_URL",
+            "MAIL_HOST",
+            "S3_ENDPOINT",
+            "S3_SECRET_ACCESS_KEY_FILE",
+        ] {
+            assert!(env.contains(name), "{name} missing from {env:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_the_schema() {
+        let out = Command::new(helm_program())
+            .args(["template", "t", "--set", "logFormat=xml"])
+            .arg(chart())
+            .output()
+            .expect("helm");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("logFormat"));
+    }
+
+    #[test]
+    fn every_rendered_object_and_crd_validates_against_the_kubernetes_schemas() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rendered = dir.path().join("rendered.yaml");
+        std::fs::write(&rendered, helm(&["template", "t", "--namespace", "mail"])).expect("write");
+        let mut command = Command::new("kubernetes-validate");
+        command
+            .args(["--strict", "--quiet", "-k", "1.33.0"])
+            .arg(&rendered);
+        for name in ["maildomain.yaml", "mailbox.yaml", "dkimkey.yaml"] {
+            command.arg(chart().join("crds").join(name));
+        }
+        let out = command.output().unwrap_or_else(|e| {
+            panic!("kubernetes-validate: {e}; scripts/deps.sh installs it (pip)")
+        });
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
