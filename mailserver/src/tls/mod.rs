@@ -179,7 +179,9 @@ impl Certificates {
             loop {
                 tick.tick().await;
                 let Some(this) = this.upgrade() else { return };
-                match this.reload() {
+                // File reads block; a slow volume must not stall a runtime worker.
+                let reloaded = tokio::task::spawn_blocking(move || this.reload()).await;
+                match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("TLS reload failed: {e}"))) {
                     Ok(changed) => {
                         if failing.take().is_some() && !changed {
                             tracing::info!("TLS certificate files are good again, unchanged");
