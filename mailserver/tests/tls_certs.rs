@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use mailserver::tls::{CertKeyPaths, Certificates, Versions, fingerprint};
+use mailserver::tls::{CertKeyPaths, Certificates, Versions, expiry_warning, fingerprint};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -429,4 +429,48 @@ fn load_errors_name_the_file_and_the_problem() {
         assert!(message.contains(problem), "{message}");
     }
     assert!(Certificates::load(&[]).is_err());
+}
+
+/// A certificate valid from `not_before` to `not_after` (year, month, day).
+fn dated(
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+) -> rcgen::CertifiedKey<rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let signing_key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&signing_key).unwrap();
+    rcgen::CertifiedKey { cert, signing_key }
+}
+
+#[test]
+fn expired_and_expiring_certificates_are_warned_about_but_still_load() {
+    let at = |unix: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    let (jun_2019, jun_2020) = (1_559_347_200, 1_590_969_600);
+    let (jan_2029, jul_2029, dec_25_2029) = (1_861_920_000, 1_877_558_400, 1_892_851_200);
+
+    let old = dated((2019, 1, 1), (2020, 1, 1));
+    let der = old.cert.der();
+    assert_eq!(expiry_warning(der, at(jun_2019)), None);
+    let expired = expiry_warning(der, at(jun_2020));
+    assert_eq!(expired.as_deref(), Some("expired on 2020-01-01 00:00 UTC"));
+
+    let future = dated((2029, 6, 1), (2030, 1, 1));
+    let der = future.cert.der();
+    let early = expiry_warning(der, at(jan_2029));
+    assert_eq!(
+        early.as_deref(),
+        Some("not valid before 2029-06-01 00:00 UTC")
+    );
+    let soon = expiry_warning(der, at(dec_25_2029));
+    assert_eq!(soon.as_deref(), Some("expires on 2030-01-01 00:00 UTC"));
+    assert_eq!(expiry_warning(der, at(jul_2029)), None);
+
+    // Loading warns but serves: port 25 peers rarely verify, and no TLS at all is worse.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), old.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), old.signing_key.serialize_pem()).unwrap();
+    let certs = Certificates::load(&[CertKeyPaths::in_dir(dir.path())]).unwrap();
+    assert_eq!(certs.fingerprint(), fingerprint(old.cert.der()));
 }

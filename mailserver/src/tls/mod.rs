@@ -8,6 +8,7 @@
 mod pem;
 mod resolver;
 mod self_signed;
+mod validity;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 pub use pem::{CertKeyPaths, fingerprint};
+pub use validity::{EXPIRY_WARNING, expiry_warning};
 
 /// How often the reloader looks at the files. Kubernetes itself takes up to a minute to
 /// propagate a changed Secret, so a few seconds more is invisible.
@@ -179,7 +181,9 @@ impl Certificates {
             loop {
                 tick.tick().await;
                 let Some(this) = this.upgrade() else { return };
-                match this.reload() {
+                // File reads block; a slow volume must not stall a runtime worker.
+                let reloaded = tokio::task::spawn_blocking(move || this.reload()).await;
+                match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("TLS reload failed: {e}"))) {
                     Ok(changed) => {
                         if failing.take().is_some() && !changed {
                             tracing::info!("TLS certificate files are good again, unchanged");
@@ -210,13 +214,19 @@ impl Certificates {
     }
 }
 
-/// Logs which names a certificate serves, so an operator can check SNI coverage.
+/// Logs which names a certificate serves, so an operator can check SNI coverage, and warns
+/// when it is expired or close to it.
 fn announce(paths: &CertKeyPaths, key: &CertifiedKey, what: &str) {
-    let fingerprint = key.end_entity_cert().map(fingerprint).unwrap_or_default();
+    let Ok(cert) = key.end_entity_cert() else {
+        return;
+    };
     tracing::info!(
         cert = %paths.cert.display(),
         names = ?resolver::names(key),
-        %fingerprint,
+        fingerprint = %fingerprint(cert),
         "TLS certificate {what}"
     );
+    if let Some(warning) = expiry_warning(cert, std::time::SystemTime::now()) {
+        tracing::warn!(cert = %paths.cert.display(), "TLS certificate {warning}");
+    }
 }
