@@ -1,6 +1,7 @@
 //! The I/O loop: bytes from the socket into `imap-next`, decoded commands into the session,
 //! responses back out. Nothing here knows IMAP semantics.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,30 @@ async fn drain<S: AsyncWrite + Unpin>(server: &mut Server, stream: &mut S) -> an
     Ok(())
 }
 
+/// What `server.next()` gave while a long answer was being written, kept for the main loop.
+type Pending = VecDeque<Result<Event, Interrupt<ServerError>>>;
+
+/// Writes everything queued, keeping any event that comes up meanwhile (a pipelined command).
+async fn write_queued<S: AsyncWrite + Unpin>(
+    server: &mut Server,
+    stream: &mut S,
+    pending: &mut Pending,
+) -> anyhow::Result<()> {
+    loop {
+        match server.next() {
+            Err(Interrupt::Io(Io::Output(bytes))) => stream.write_all(&bytes).await?,
+            Ok(Event::ResponseSent { .. } | Event::GreetingSent { .. }) => {}
+            Err(Interrupt::Io(Io::NeedMoreInput)) => break,
+            other => {
+                pending.push_back(other);
+                break;
+            }
+        }
+    }
+    stream.flush().await?;
+    Ok(())
+}
+
 /// Serves one connection until the client logs out, hangs up or falls silent.
 pub async fn serve<S>(mut stream: S, peer: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()>
 where
@@ -78,8 +103,10 @@ where
     let mut session = Session::new(ctx.clone(), peer);
     let mut server = Server::new(options(&ctx), session.greeting());
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut pending = Pending::new();
     loop {
-        let event = match server.next() {
+        let next = pending.pop_front().unwrap_or_else(|| server.next());
+        let event = match next {
             Ok(event) => event,
             Err(Interrupt::Io(Io::Output(bytes))) => {
                 stream.write_all(&bytes).await?;
@@ -131,7 +158,15 @@ where
         match event {
             Event::CommandReceived { command } => {
                 session.command(command).await;
-                queue(&mut server, session.take_output());
+                // A long answer (FETCH) goes out a batch at a time.
+                loop {
+                    queue(&mut server, session.take_output());
+                    if !session.has_more() {
+                        break;
+                    }
+                    write_queued(&mut server, &mut stream, &mut pending).await?;
+                    session.resume().await;
+                }
                 if session.state() == State::Logout {
                     // Say goodbye and leave; anything the client sent after LOGOUT is ignored.
                     drain(&mut server, &mut stream).await?;

@@ -14,6 +14,7 @@ mod mailbox;
 mod mime;
 #[cfg(test)]
 mod noise;
+mod parse;
 mod reply;
 mod search;
 mod sequence;

@@ -8,10 +8,12 @@ mod delivery;
 mod imap_ops;
 mod messages;
 mod recipients;
+mod summary;
 
 pub use delivery::{Delivered, blob_key};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
+pub use summary::{HeaderSummary, SUMMARY_KIND};
 
 use std::sync::Arc;
 
