@@ -33,11 +33,12 @@ pub(super) struct Hasher {
     gauge: Arc<Gauge>,
 }
 
-/// Checks running now, and the most seen at once.
+/// Checks running now, the most seen at once, and all run so far.
 #[derive(Default)]
 struct Gauge {
     now: AtomicUsize,
     peak: AtomicUsize,
+    total: AtomicUsize,
 }
 
 impl Hasher {
@@ -90,6 +91,7 @@ impl Hasher {
             gauge.peak.fetch_max(now, Ordering::SeqCst);
             let ok = check(memory);
             gauge.now.fetch_sub(1, Ordering::SeqCst);
+            gauge.total.fetch_add(1, Ordering::SeqCst);
             let _ = reply.send(ok);
         });
         self.jobs.send(job).ok()?;
@@ -99,6 +101,11 @@ impl Hasher {
     /// The most checks that ever ran at the same moment.
     pub(super) fn peak(&self) -> usize {
         self.gauge.peak.load(Ordering::Relaxed)
+    }
+
+    /// How many checks have run.
+    pub(super) fn total(&self) -> usize {
+        self.gauge.total.load(Ordering::Relaxed)
     }
 }
 

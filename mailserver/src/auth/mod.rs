@@ -51,6 +51,11 @@ impl Authenticator {
         self.hasher.peak()
     }
 
+    /// How many password checks have run (unknown users included: they cost one too).
+    pub fn checks_run(&self) -> usize {
+        self.hasher.total()
+    }
+
     /// The account when `password` is right for `username` (an address, any case), `None` when
     /// the user is unknown, has no local password, or the password is wrong.
     pub async fn verify(
