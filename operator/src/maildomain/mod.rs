@@ -49,10 +49,7 @@ async fn apply(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
             tracing::info!(domain = name, ?outcome, "domain applied");
             let keys = mail_provision::dkim_public_keys(&ctx.pool, name).await?;
             next.mailboxes = Some(mail_provision::mailbox_count(&ctx.pool, name).await?);
-            next.bucket = Some(mail_provision::bucket_name(
-                &ctx.options.bucket_prefix,
-                name,
-            ));
+            next.bucket = mail_provision::bucket_of(&ctx.pool, name).await?;
             next.dns_records = dns::records(name, &ctx.dns, &keys);
             next.zone = Some(dns::zone_snippet(&next.dns_records, ctx.dns.ttl));
             if keys.is_empty() {

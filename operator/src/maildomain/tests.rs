@@ -85,6 +85,27 @@ async fn a_domain_gets_its_row_bucket_and_dns_records_and_its_delete_honours_the
 }
 
 #[tokio::test]
+async fn a_domain_keeps_the_bucket_it_was_made_with_when_the_prefix_changes() {
+    let (ctx, mut api, _blobs) = fixtures::context().await;
+    mail_provision::apply_domain(
+        &ctx.pool,
+        ctx.blobs.as_ref(),
+        &example(ReclaimPolicy::Retain).spec,
+        &mail_provision::Options {
+            bucket_prefix: "old".to_string(),
+        },
+    )
+    .await
+    .expect("apply under the old prefix");
+    let domain = example(ReclaimPolicy::Retain);
+    let object = serde_json::to_value(&domain).expect("JSON");
+    let (result, seen) = run(&mut api, &ctx, &domain, answers(object, vec![])).await;
+    result.expect("reconcile");
+    let status: MailDomainStatus = applied_status(&seen, STATUS);
+    assert_eq!(status.bucket.as_deref(), Some("old-example-test"));
+}
+
+#[tokio::test]
 async fn a_catch_all_outside_the_domain_is_invalid_and_writes_no_row() {
     let (ctx, mut api, _blobs) = fixtures::context().await;
     let mut domain = example(ReclaimPolicy::Retain);
