@@ -18,6 +18,8 @@ pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
     ("mail.kubemail.io", "dkimkeys/status", &["patch"]),
     // Mailboxes read their password Secret and are woken by it; DkimKeys create and own theirs.
     ("", "secrets", &["get", "list", "watch", "create"]),
+    // spec.dns.externalDNS: the MailDomain's DNSEndpoint, removed when the option is off.
+    ("externaldns.k8s.io", "dnsendpoints", &["patch", "delete"]),
     // The Recorder creates an Event and patches its series when it repeats.
     ("events.k8s.io", "events", &["create", "patch"]),
     // Leader election and the fleet (a Role in the operator's own namespace).

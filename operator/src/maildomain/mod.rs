@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::reconcile::Reconciled;
 use crate::status;
 
+mod externaldns;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,7 @@ async fn apply(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
             next.bucket = mail_provision::bucket_of(&ctx.pool, name).await?;
             next.dns_records = dns::records(name, &ctx.dns, &keys);
             next.zone = Some(dns::zone_snippet(&next.dns_records, ctx.dns.ttl));
+            next.dns_endpoint = externaldns::publish(ctx, domain, &next.dns_records).await?;
             if keys.is_empty() {
                 Verdict::ready(
                     "Provisioned",
