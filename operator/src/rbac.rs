@@ -140,6 +140,8 @@ mod tests {
             "metrics.serviceMonitor.enabled=true",
             "--set",
             "fleet.image=kubemail/mailserver:1",
+            "--set",
+            "grafanaDashboard.enabled=true",
         ]);
         let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
         assert_eq!(
@@ -147,7 +149,9 @@ mod tests {
             BTreeSet::from([
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "ConfigMap",
                 "Deployment",
+                "PodMonitor",
                 "Role",
                 "RoleBinding",
                 "Service",
@@ -208,5 +212,43 @@ mod tests {
             files.push(chart().join("crds").join(name));
         }
         crate::fixtures::kubernetes_validate(&files);
+    }
+
+    /// Every `mail_operator_*` series the dashboard queries is one the operator exports, and
+    /// the chart ships the dashboard as it is in the repository.
+    #[test]
+    fn the_dashboard_queries_metrics_that_exist() {
+        let text = std::fs::read_to_string(chart().join("dashboards/mail-platform.json"))
+            .expect("the dashboard");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let metrics = crate::metrics::Metrics::default();
+        drop(metrics.reconcile("Mailbox"));
+        metrics.error("Mailbox", "Database");
+        let exported = metrics.encode();
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("mail_operator_") {
+                        assert!(exported.contains(word), "{word} is not exported");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 3, "{checked}");
+        let objects = rendered(&["--set", "grafanaDashboard.enabled=true"]);
+        let config_map = objects
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap")
+            .expect("the dashboard ConfigMap");
+        let shipped: serde_json::Value = serde_json::from_str(
+            config_map["data"]["mail-platform.json"]
+                .as_str()
+                .expect("data"),
+        )
+        .expect("JSON");
+        assert_eq!(shipped, dashboard);
     }
 }
