@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod context;
+pub mod fuzzing;
 pub mod http;
 pub mod imap;
 pub mod listener;

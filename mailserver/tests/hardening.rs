@@ -110,7 +110,8 @@ async fn password_checks_are_capped_at_the_cores() {
     let world = start().await;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // Many clients logging in at once, right and wrong passwords and unknown users alike.
-    let logins = (0..8 * cores + 8).map(|i| {
+    let count = 8 * cores + 8;
+    let logins = (0..count).map(|i| {
         let auth = world.ctx().auth.clone();
         tokio::spawn(async move {
             let (user, password) = match i % 3 {
@@ -125,6 +126,8 @@ async fn password_checks_are_capped_at_the_cores() {
         let (kind, account) = login.await.expect("task");
         assert_eq!(account.is_some(), kind == 0);
     }
+    // An unknown user costs a (dummy) verification like a known one.
+    assert_eq!(world.ctx().auth.checks_run(), count);
     let peak = world.ctx().auth.peak_concurrent_checks();
     assert!(peak >= 1, "no check was counted");
     assert!(peak <= cores, "{peak} checks ran at once on {cores} cores");

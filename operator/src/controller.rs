@@ -15,11 +15,11 @@ use mail_resources::{DkimKey, MailDomain, Mailbox};
 
 use crate::context::Context;
 use crate::http::{self, Health};
-use crate::leader;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::stores::StoreArgs;
 use crate::watch;
+use crate::{fleet, leader};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,6 +45,8 @@ pub struct Args {
     /// This replica's name in the Lease.
     #[arg(long, env = "POD_NAME", default_value = "mail-operator")]
     identity: String,
+    #[command(flatten)]
+    fleet: fleet::Settings,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -61,6 +63,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         mail_host: args.mail_host.trim_end_matches('.').to_string(),
         ttl: args.dns_ttl,
     };
+    let ctx_pool = pool.clone();
     let ctx = Arc::new(Context::new(
         client.clone(),
         pool,
@@ -109,8 +112,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {});
 
+    let fleet = fleet_of(&args)?.map(|(settings, namespace)| {
+        fleet::run(client.clone(), ctx_pool.clone(), settings, namespace)
+    });
+    // Only the leader reconciles and owns the fleet.
     let controllers = async {
-        tokio::join!(mailboxes, domains, keys);
+        let fleet = async {
+            if let Some(fleet) = fleet {
+                fleet.await;
+            }
+        };
+        tokio::join!(mailboxes, domains, keys, fleet);
     };
     let ready = health.ready.clone();
     let elected = async {
@@ -131,6 +143,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         result = http::serve(args.http, health) => result,
         result = elected => result,
     }
+}
+
+/// The fleet's settings completed from the operator's own, and its namespace; `None` when no
+/// fleet image is set.
+fn fleet_of(args: &Args) -> anyhow::Result<Option<(fleet::Settings, String)>> {
+    if args.fleet.image.is_none() {
+        return Ok(None);
+    }
+    let Some(namespace) = args
+        .fleet
+        .namespace
+        .clone()
+        .or(args.lease_namespace.clone())
+    else {
+        anyhow::bail!("--fleet-image needs --fleet-namespace (or POD_NAMESPACE)");
+    };
+    let stores = &args.stores;
+    let s3 = match (
+        &stores.s3_endpoint,
+        &stores.s3_region,
+        &stores.s3_access_key_id,
+    ) {
+        (Some(endpoint), Some(region), Some(key_id)) => {
+            Some((endpoint.clone(), region.clone(), key_id.clone()))
+        }
+        _ => None,
+    };
+    let settings = fleet::Settings {
+        hostname: args.mail_host.trim_end_matches('.').to_string(),
+        s3,
+        bucket_prefix: stores.bucket_prefix.clone(),
+        ..args.fleet.clone()
+    };
+    Ok(Some((settings, namespace)))
 }
 
 /// The Lease the replicas elect a leader on.

@@ -214,3 +214,18 @@ pub fn assert_only_finalizer_removed(seen: &[Seen], object: &str, finalizer: &st
         ])
     );
 }
+
+/// Validates Kubernetes objects in `files` (YAML or JSON) against the 1.33 schemas, strictly.
+pub fn kubernetes_validate(files: &[std::path::PathBuf]) {
+    let out = std::process::Command::new("kubernetes-validate")
+        .args(["--strict", "--quiet", "-k", "1.33.0"])
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("kubernetes-validate: {e}; scripts/deps.sh installs it (pip)"));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -11,6 +11,7 @@ mod dkimkey;
 mod error;
 #[cfg(test)]
 mod fixtures;
+mod fleet;
 mod http;
 mod leader;
 mod local;

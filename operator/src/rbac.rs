@@ -18,14 +18,19 @@ pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
     ("mail.kubemail.io", "dkimkeys/status", &["patch"]),
     // Mailboxes read their password Secret and are woken by it; DkimKeys create and own theirs.
     ("", "secrets", &["get", "list", "watch", "create"]),
+    // spec.dns.externalDNS: the MailDomain's DNSEndpoint, removed when the option is off.
+    ("externaldns.k8s.io", "dnsendpoints", &["patch", "delete"]),
     // The Recorder creates an Event and patches its series when it repeats.
     ("events.k8s.io", "events", &["create", "patch"]),
-    // Leader election (a Role in the operator's own namespace).
+    // Leader election and the fleet (a Role in the operator's own namespace).
     (
         "coordination.k8s.io",
         "leases",
         &["get", "create", "update"],
     ),
+    ("apps", "deployments", &["patch"]),
+    ("", "services", &["patch"]),
+    ("policy", "poddisruptionbudgets", &["patch"]),
 ];
 
 #[cfg(test)]
@@ -130,14 +135,23 @@ mod tests {
 
     #[test]
     fn the_operator_pod_is_restricted_and_names_its_settings() {
-        let objects = rendered(&["--set", "metrics.serviceMonitor.enabled=true"]);
+        let objects = rendered(&[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "fleet.image=kubemail/mailserver:1",
+            "--set",
+            "grafanaDashboard.enabled=true",
+        ]);
         let kinds: BTreeSet<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
         assert_eq!(
             kinds,
             BTreeSet::from([
                 "ClusterRole",
                 "ClusterRoleBinding",
+                "ConfigMap",
                 "Deployment",
+                "PodMonitor",
                 "Role",
                 "RoleBinding",
                 "Service",
@@ -193,21 +207,48 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let rendered = dir.path().join("rendered.yaml");
         std::fs::write(&rendered, helm(&["template", "t", "--namespace", "mail"])).expect("write");
-        let mut command = Command::new("kubernetes-validate");
-        command
-            .args(["--strict", "--quiet", "-k", "1.33.0"])
-            .arg(&rendered);
+        let mut files = vec![rendered];
         for name in ["maildomain.yaml", "mailbox.yaml", "dkimkey.yaml"] {
-            command.arg(chart().join("crds").join(name));
+            files.push(chart().join("crds").join(name));
         }
-        let out = command.output().unwrap_or_else(|e| {
-            panic!("kubernetes-validate: {e}; scripts/deps.sh installs it (pip)")
-        });
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::fixtures::kubernetes_validate(&files);
+    }
+
+    /// Every `mail_operator_*` series the dashboard queries is one the operator exports, and
+    /// the chart ships the dashboard as it is in the repository.
+    #[test]
+    fn the_dashboard_queries_metrics_that_exist() {
+        let text = std::fs::read_to_string(chart().join("dashboards/mail-platform.json"))
+            .expect("the dashboard");
+        let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let metrics = crate::metrics::Metrics::default();
+        drop(metrics.reconcile("Mailbox"));
+        metrics.error("Mailbox", "Database");
+        let exported = metrics.encode();
+        let mut checked = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("expr");
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if word.starts_with("mail_operator_") {
+                        assert!(exported.contains(word), "{word} is not exported");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked >= 3, "{checked}");
+        let objects = rendered(&["--set", "grafanaDashboard.enabled=true"]);
+        let config_map = objects
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap")
+            .expect("the dashboard ConfigMap");
+        let shipped: serde_json::Value = serde_json::from_str(
+            config_map["data"]["mail-platform.json"]
+                .as_str()
+                .expect("data"),
+        )
+        .expect("JSON");
+        assert_eq!(shipped, dashboard);
     }
 }

@@ -60,6 +60,26 @@ pub fn txt_data(value: &str) -> String {
         .join(" ")
 }
 
+/// The text of zone-file TXT data: its quoted strings unescaped and joined (the inverse of
+/// [`txt_data`]).
+pub fn txt_text(data: &str) -> String {
+    let mut text = String::new();
+    let (mut quoted, mut escaped) = (false, false);
+    for c in data.chars() {
+        match (quoted, escaped, c) {
+            (true, true, c) => {
+                text.push(c);
+                escaped = false;
+            }
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => quoted = !quoted,
+            (true, false, c) => text.push(c),
+            (false, _, _) => {}
+        }
+    }
+    text
+}
+
 /// The MTA-STS policy served at `https://mta-sts.<domain>/.well-known/mta-sts.txt` (RFC 8461).
 pub fn mta_sts_policy(settings: &DnsSettings) -> String {
     format!(
@@ -171,6 +191,13 @@ mod tests {
             txt_data(&long),
             format!("\"{}\" \"{}\"", "x".repeat(255), "x".repeat(45))
         );
+    }
+
+    #[test]
+    fn txt_text_inverts_txt_data() {
+        for value in ["", "v=spf1 mx -all", r#"a"b\c"#, &"k".repeat(600)] {
+            assert_eq!(txt_text(&txt_data(value)), value);
+        }
     }
 
     #[test]

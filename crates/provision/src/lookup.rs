@@ -17,6 +17,16 @@ pub async fn domain_hosted(pool: &PgPool, domain: &str) -> Result<bool, Error> {
     Ok(hosted.is_some())
 }
 
+/// The bucket a domain's row names (the one it was created with, whatever the prefix is now).
+pub async fn bucket_of(pool: &PgPool, domain: &str) -> Result<Option<String>, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT bucket FROM domains WHERE name = $1")
+            .bind(domain)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
 /// How many mailboxes (not marked deleted) the domain serves.
 pub async fn mailbox_count(pool: &PgPool, domain: &str) -> Result<i64, Error> {
     Ok(sqlx::query_scalar(

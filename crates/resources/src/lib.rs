@@ -12,7 +12,9 @@ mod quantity;
 
 pub use dkimkey::{DkimAlgorithm, DkimKey, DkimKeySpec, DkimKeyStatus};
 pub use mailbox::{AuthSource, Mailbox, MailboxSpec, MailboxStatus, SecretKeyRef};
-pub use maildomain::{DnsRecord, MailDomain, MailDomainSpec, MailDomainStatus, ReclaimPolicy};
+pub use maildomain::{
+    DnsOptions, DnsRecord, MailDomain, MailDomainSpec, MailDomainStatus, ReclaimPolicy,
+};
 pub use quantity::{QuantityError, parse_quantity};
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -44,6 +44,20 @@ pub struct MailDomainSpec {
     /// Mailbox in this domain). Unset: unknown recipients are rejected with `550 5.1.1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_all: Option<String>,
+
+    /// How the domain's DNS records are published. By default they are only listed in the
+    /// status (`dnsRecords`, `zone`) for someone to publish.
+    #[serde(default)]
+    pub dns: DnsOptions,
+}
+
+/// How a MailDomain's DNS records are published.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct DnsOptions {
+    /// Write the records into an ExternalDNS `DNSEndpoint` (externaldns.k8s.io/v1alpha1) named
+    /// `<name>-mail`, owned by this MailDomain, for ExternalDNS to publish.
+    #[serde(default, rename = "externalDNS")]
+    pub external_dns: bool,
 }
 
 /// What deleting a MailDomain does to the mail it holds.
@@ -81,6 +95,9 @@ pub struct MailDomainStatus {
     /// DNS records to publish for this domain (MX, SPF, DMARC, DKIM, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_records: Vec<DnsRecord>,
+    /// The ExternalDNS `DNSEndpoint` the records were written to, when `spec.dns.externalDNS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_endpoint: Option<String>,
     /// The same records as zone file lines, ready to paste into the domain's zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,

@@ -5,8 +5,6 @@ mod hasher;
 
 use std::sync::Arc;
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use sqlx::PgPool;
 
 use self::hasher::Hasher;
@@ -53,6 +51,11 @@ impl Authenticator {
         self.hasher.peak()
     }
 
+    /// How many password checks have run (unknown users included: they cost one too).
+    pub fn checks_run(&self) -> usize {
+        self.hasher.total()
+    }
+
     /// The account when `password` is right for `username` (an address, any case), `None` when
     /// the user is unknown, has no local password, or the password is wrong.
     pub async fn verify(
@@ -94,7 +97,7 @@ impl Authenticator {
         // the async workers.
         let ok = self
             .hasher
-            .run(move || verify_hash(&hash, &password))
+            .run(move |memory| hasher::verify_in(&hash, &password, memory))
             .await
             .ok_or(AuthError::Unfinished)?;
         Ok(if ok { account } else { None })
@@ -103,18 +106,16 @@ impl Authenticator {
 
 /// Whether `password` matches the PHC-format hash; a malformed hash never matches.
 pub fn verify_hash(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
+    hasher::verify_in(hash, password, &mut Vec::new())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    use argon2::Argon2;
+    use argon2::password_hash::{
+        PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+    };
 
     #[test]
     fn hashes() {
@@ -129,5 +130,51 @@ mod tests {
         assert!(!verify_hash("not a hash", "s3cret"));
         // The dummy hash parses, so an unknown user pays for a real verification.
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    /// Hashing into kept memory agrees with argon2's own verification, whatever the
+    /// parameters of the hash before, and refuses hashes that would take unbounded memory.
+    #[test]
+    fn kept_memory_agrees_with_argon2() {
+        use argon2::{Algorithm, Params, Version};
+        let mut memory = Vec::new();
+        let kinds = [
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(64, 1, 2, None),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(19456, 2, 1, None),
+            ),
+            (
+                Algorithm::Argon2i,
+                Version::V0x10,
+                Params::new(32, 3, 1, Some(16)),
+            ),
+            (
+                Algorithm::Argon2d,
+                Version::V0x13,
+                Params::new(128, 1, 4, Some(64)),
+            ),
+        ];
+        for (algorithm, version, params) in kinds {
+            let argon2 = Argon2::new(algorithm, version, params.unwrap());
+            let salt = SaltString::generate(&mut OsRng);
+            let hash = argon2.hash_password(b"pw", &salt).unwrap().to_string();
+            let parsed = PasswordHash::new(&hash).unwrap();
+            for password in ["pw", "pw ", ""] {
+                let theirs = argon2.verify_password(password.as_bytes(), &parsed).is_ok();
+                let ours = hasher::verify_in(&hash, password, &mut memory);
+                assert_eq!(ours, theirs, "{hash} {password:?}");
+                assert_eq!(ours, password == "pw");
+            }
+        }
+        let huge = DUMMY_HASH.replace("m=19456", "m=4194304");
+        assert!(PasswordHash::new(&huge).is_ok());
+        assert!(!hasher::verify_in(&huge, "x", &mut memory));
+        assert!(memory.len() <= 19456, "{} blocks kept", memory.len());
     }
 }

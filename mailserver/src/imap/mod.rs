@@ -8,7 +8,7 @@
 mod auth;
 mod connection;
 mod expunge;
-mod fetch;
+pub(crate) mod fetch;
 mod flags;
 mod mailbox;
 mod mime;

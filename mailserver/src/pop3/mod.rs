@@ -3,12 +3,12 @@
 //! removed only when the client says QUIT.
 
 mod command;
-mod connection;
+pub(crate) mod connection;
 mod maildrop;
 #[cfg(test)]
 mod noise;
-mod reply;
-mod session;
+pub(crate) mod reply;
+pub(crate) mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

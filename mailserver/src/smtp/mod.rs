@@ -72,7 +72,7 @@ impl Limits {
             max_errors: 20,
             idle_timeout: Duration::from_secs(5 * 60),
             session_timeout: Duration::from_secs(30 * 60),
-            spool_threshold: 1024 * 1024,
+            spool_threshold: 256 * 1024,
         }
     }
 }

@@ -15,6 +15,11 @@
 //!    cycle), deleted, their objects deleted, and only then committed. While it holds a row, a
 //!    delivery can neither confirm it nor re-stage it; once it committed, the row is gone and a
 //!    delivery stages a new one and puts the object again.
+//!
+//! One gap is left: when the collector's COMMIT itself fails after its object deletions
+//! succeeded, the rows stay without their objects, and a delivery that staged and put one of
+//! those bodies before the run would then confirm the row and point at a missing object. It
+//! takes a lost COMMIT right after successful deletes (both happen within one batch).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

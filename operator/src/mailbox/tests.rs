@@ -120,6 +120,7 @@ async fn not_ready_until_the_secret_and_the_domain_exist_then_ready_once() {
         domain: "example.test".to_string(),
         reclaim_policy: ReclaimPolicy::Delete,
         catch_all: None,
+        dns: Default::default(),
     };
     mail_provision::apply_domain(&ctx.pool, ctx.blobs.as_ref(), &domain, &ctx.options)
         .await

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::reconcile::Reconciled;
 use crate::status;
 
+mod externaldns;
 #[cfg(test)]
 mod tests;
 
@@ -49,12 +50,10 @@ async fn apply(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
             tracing::info!(domain = name, ?outcome, "domain applied");
             let keys = mail_provision::dkim_public_keys(&ctx.pool, name).await?;
             next.mailboxes = Some(mail_provision::mailbox_count(&ctx.pool, name).await?);
-            next.bucket = Some(mail_provision::bucket_name(
-                &ctx.options.bucket_prefix,
-                name,
-            ));
+            next.bucket = mail_provision::bucket_of(&ctx.pool, name).await?;
             next.dns_records = dns::records(name, &ctx.dns, &keys);
             next.zone = Some(dns::zone_snippet(&next.dns_records, ctx.dns.ttl));
+            next.dns_endpoint = externaldns::publish(ctx, domain, &next.dns_records).await?;
             if keys.is_empty() {
                 Verdict::ready(
                     "Provisioned",

@@ -16,6 +16,7 @@ fn example(policy: ReclaimPolicy) -> MailDomain {
             domain: "example.test".to_string(),
             reclaim_policy: policy,
             catch_all: None,
+            dns: Default::default(),
         },
     );
     domain.metadata.namespace = Some("default".to_string());
@@ -85,6 +86,27 @@ async fn a_domain_gets_its_row_bucket_and_dns_records_and_its_delete_honours_the
 }
 
 #[tokio::test]
+async fn a_domain_keeps_the_bucket_it_was_made_with_when_the_prefix_changes() {
+    let (ctx, mut api, _blobs) = fixtures::context().await;
+    mail_provision::apply_domain(
+        &ctx.pool,
+        ctx.blobs.as_ref(),
+        &example(ReclaimPolicy::Retain).spec,
+        &mail_provision::Options {
+            bucket_prefix: "old".to_string(),
+        },
+    )
+    .await
+    .expect("apply under the old prefix");
+    let domain = example(ReclaimPolicy::Retain);
+    let object = serde_json::to_value(&domain).expect("JSON");
+    let (result, seen) = run(&mut api, &ctx, &domain, answers(object, vec![])).await;
+    result.expect("reconcile");
+    let status: MailDomainStatus = applied_status(&seen, STATUS);
+    assert_eq!(status.bucket.as_deref(), Some("old-example-test"));
+}
+
+#[tokio::test]
 async fn a_catch_all_outside_the_domain_is_invalid_and_writes_no_row() {
     let (ctx, mut api, _blobs) = fixtures::context().await;
     let mut domain = example(ReclaimPolicy::Retain);
@@ -104,4 +126,50 @@ async fn a_catch_all_outside_the_domain_is_invalid_and_writes_no_row() {
             .await
             .expect("query")
     );
+}
+
+#[tokio::test]
+async fn external_dns_gets_an_owned_dns_endpoint_and_loses_it_when_turned_off() {
+    let (ctx, mut api, _blobs) = fixtures::context().await;
+    let mut domain = example(ReclaimPolicy::Retain);
+    domain.spec.dns.external_dns = true;
+    let object = serde_json::to_value(&domain).expect("JSON");
+    let endpoint = "/apis/externaldns.k8s.io/v1alpha1/namespaces/default/dnsendpoints/example-mail";
+    let (result, seen) = run(&mut api, &ctx, &domain, answers(object.clone(), vec![])).await;
+    result.expect("reconcile");
+    assert_eq!(
+        lines(&seen),
+        [
+            format!("PATCH {endpoint}?&force=true&fieldManager=mail-operator"),
+            format!("PATCH {STATUS}"),
+            format!("POST {EVENTS}"),
+        ]
+    );
+    assert_eq!(
+        seen[0].body["metadata"]["ownerReferences"][0]["kind"],
+        "MailDomain"
+    );
+    let status: MailDomainStatus = applied_status(&seen, STATUS);
+    assert_eq!(status.dns_endpoint.as_deref(), Some("example-mail"));
+    domain.status = Some(status);
+
+    // Turned off: the endpoint is deleted and the status forgets it.
+    domain.spec.dns.external_dns = false;
+    let (result, seen) = run(&mut api, &ctx, &domain, |s: &fixtures::Seen| {
+        match s.method.as_str() {
+            "DELETE" => (
+                200,
+                serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+            _ => (200, object.clone()),
+        }
+    })
+    .await;
+    result.expect("reconcile");
+    assert_eq!(
+        lines(&seen),
+        [format!("DELETE {endpoint}?"), format!("PATCH {STATUS}")]
+    );
+    let status: MailDomainStatus = applied_status(&seen, STATUS);
+    assert_eq!(status.dns_endpoint, None);
 }
