@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use mail_blobstore::BlobStore;
 use mailserver::auth::Authenticator;
 use mailserver::context::{Context, Settings};
+use mailserver::server::ServerConfig;
 use mailserver::store::Store;
 use mailserver::{Addresses, RunningServer};
 use sqlx::PgPool;
@@ -71,6 +72,12 @@ pub struct Stack {
 
 /// Starts a [`Stack`] whose message bodies go to `blobs`.
 pub async fn start(blobs: Arc<dyn BlobStore>) -> Stack {
+    let any = "127.0.0.1:0".parse().expect("address");
+    start_with(blobs, ServerConfig::plain(Addresses::all(any))).await
+}
+
+/// Starts a [`Stack`] with these listeners and rules.
+pub async fn start_with(blobs: Arc<dyn BlobStore>, config: ServerConfig) -> Stack {
     let url = tokio::task::spawn_blocking(mail_testkit::fresh_database)
         .await
         .expect("test harness");
@@ -91,8 +98,7 @@ pub async fn start(blobs: Arc<dyn BlobStore>) -> Stack {
         auth: Authenticator::new(pool.clone()),
         settings: Settings::default(),
     });
-    let any = "127.0.0.1:0".parse().expect("address");
-    let server = RunningServer::start(ctx, Addresses::all(any))
+    let server = RunningServer::start_with(ctx, config)
         .await
         .expect("server starts");
     Stack {

@@ -17,8 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::Authenticator;
 use crate::context::{Context, Settings};
-use crate::pop3::connection::{Line, MAX_LINE, read_line};
+use crate::pop3::connection::{Line, Lines, MAX_LINE};
 use crate::pop3::session::{Action as PopAction, LoginOutcome, Maildrop, Session as PopSession};
+use crate::smtp::session::Body;
 use crate::smtp::{Action, Limits, Lookup, Session as SmtpSession};
 use crate::store::{Folder, MessageMeta, Recipient, Store};
 
@@ -41,8 +42,13 @@ pub fn smtp(data: &[u8]) -> Vec<u8> {
             match action {
                 Action::Reply(reply) => out.extend_from_slice(reply.to_wire().as_bytes()),
                 Action::Lookup(address) => session.lookup_done(lookup(&address)),
+                // The spool is the connection's; only what stays in memory can be looked at.
+                Action::Spool(_) | Action::StartTls => {}
                 Action::Deliver(delivery) => {
-                    let failed = delivery.message.windows(4).any(|w| w == b"FAIL");
+                    let failed = match &delivery.message {
+                        Body::Memory(bytes) => bytes.windows(4).any(|w| w == b"FAIL"),
+                        Body::Spooled { .. } => false,
+                    };
                     session.delivered(!failed);
                 }
                 Action::Close => return out,
@@ -77,16 +83,13 @@ pub fn pop3(data: &[u8]) -> Vec<u8> {
     let body = &data[..data.len().min(2048)];
     let mut session = PopSession::new("pop.fuzz.test");
     let mut out = session.greeting();
-    let mut reader = data;
-    loop {
-        let line = match futures::executor::block_on(read_line(&mut reader, MAX_LINE)) {
-            Ok(line) => line,
-            Err(_) => return out,
-        };
+    let mut lines = Lines::default();
+    lines.push(data);
+    // A last line without LF is not a command: the client is gone.
+    while let Some(line) = lines.next(MAX_LINE) {
         let mut action = match line {
             Line::Complete(line) => session.line(&line),
             Line::TooLong => session.line_too_long(),
-            Line::Eof => return out,
         };
         loop {
             action = match action {
@@ -113,6 +116,7 @@ pub fn pop3(data: &[u8]) -> Vec<u8> {
             };
         }
     }
+    out
 }
 
 fn maildrop(size: usize) -> Maildrop {

@@ -17,22 +17,34 @@ use crate::{Context, metrics};
 /// How long `/readyz` waits for PostgreSQL before calling the pod not ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The routes; unknown paths get 404.
-pub fn router(ctx: Arc<Context>) -> Router {
+/// What the handlers see: the store, and whether the server is draining (not ready then).
+#[derive(Clone)]
+struct Ops {
+    ctx: Arc<Context>,
+    draining: watch::Receiver<bool>,
+}
+
+/// The routes; unknown paths get 404. `/readyz` turns false once `draining` is true.
+pub fn router(ctx: Arc<Context>, draining: watch::Receiver<bool>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(ctx)
+        .with_state(Ops { ctx, draining })
 }
 
 /// Serves `listener` until `shutdown` turns true; open requests finish first.
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    draining: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let stop = async move {
         // An error means the server is gone, which is a shutdown too.
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     };
-    if let Err(err) = axum::serve(listener, router(ctx))
+    if let Err(err) = axum::serve(listener, router(ctx, draining))
         .with_graceful_shutdown(stop)
         .await
     {
@@ -48,8 +60,12 @@ async fn healthz() -> &'static str {
 
 /// Ready while PostgreSQL answers `SELECT 1` in time; a pod that lost its database should
 /// leave the Service instead of taking connections it cannot serve.
-async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
-    let query = sqlx::query("SELECT 1").execute(ctx.store.db());
+async fn readyz(State(ops): State<Ops>) -> Response {
+    if *ops.draining.borrow() {
+        // The load balancer takes the pod out first; open sessions are being drained.
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n").into_response();
+    }
+    let query = sqlx::query("SELECT 1").execute(ops.ctx.store.db());
     match tokio::time::timeout(READY_TIMEOUT, query).await {
         Ok(Ok(_)) => (StatusCode::OK, "ok\n").into_response(),
         Ok(Err(err)) => not_ready(&format!("database: {err}")),

@@ -6,14 +6,17 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod context;
+pub mod driver;
 pub mod fuzzing;
 pub mod http;
 pub mod imap;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 #[cfg(test)]
 mod noise;
 pub mod pop3;
+pub mod proxy;
 pub mod server;
 pub mod smtp;
 pub mod store;

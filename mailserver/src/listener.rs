@@ -1,15 +1,24 @@
-//! Accept loop: caps concurrent connections, hands each one to its protocol, drains on shutdown.
+//! Listeners as data, and the accept loop: connection caps (per listener and per client IP),
+//! the PROXY header, implicit TLS, then the protocol's adapter under the one driver.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::Context;
+use crate::driver::{self, Connection, Shutdown, Stream, Timeouts};
+use crate::imap::connection::Imap;
+use crate::limits::PerIp;
+use crate::pop3::connection::Pop3;
+use crate::proxy::{self, Networks};
+use crate::smtp::connection::Smtp;
 
 /// The protocol a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,46 +37,187 @@ impl Protocol {
         }
     }
 
-    async fn handle(
-        self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        ctx: Arc<Context>,
-        shutdown: Shutdown,
-    ) -> anyhow::Result<()> {
+    /// Silence allowed after login, as each RFC asks (SMTP has no login: the command timer).
+    fn idle(self) -> Duration {
         match self {
-            // IMAP and POP3 clients are cut when the drain time runs out; they reconnect.
-            Protocol::Smtp => crate::smtp::handle(stream, peer, ctx, shutdown).await,
-            Protocol::Imap => crate::imap::handle(stream, peer, ctx).await,
-            Protocol::Pop3 => crate::pop3::handle(stream, peer, ctx).await,
+            Protocol::Smtp => Duration::from_secs(5 * 60),
+            Protocol::Imap => Duration::from_secs(30 * 60),
+            Protocol::Pop3 => Duration::from_secs(10 * 60),
+        }
+    }
+
+    /// What a client over the per-IP cap is told before the connection closes.
+    fn busy(self) -> &'static [u8] {
+        match self {
+            Protocol::Smtp => b"421 4.7.0 Too many connections from your address\r\n",
+            Protocol::Imap => b"* BYE Too many connections from your address\r\n",
+            Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections from your address\r\n",
         }
     }
 }
 
-/// Tells a connection handler that the server is shutting down, so it can say goodbye
-/// (`421` in SMTP) instead of being cut off when the drain time runs out.
-#[derive(Clone, Debug)]
-pub struct Shutdown(watch::Receiver<bool>);
+/// How a listener uses TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Clear text only.
+    None,
+    /// TLS from the first byte (465, 993, 995).
+    Implicit,
+    /// Clear text with STARTTLS/STLS offered.
+    StartTls,
+}
 
-impl Shutdown {
-    /// Completes once shutdown has begun.
-    pub async fn wait(mut self) {
-        // An error means the server is gone, which is a shutdown too.
-        let _ = self.0.wait_for(|stopping| *stopping).await;
+/// Who an SMTP listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Mail from other servers (25): no authentication.
+    Mx,
+    /// Mail from our users (587, 465): authentication required; on 587 STARTTLS first.
+    Submission,
+}
+
+/// One listener, as configuration describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    pub address: SocketAddr,
+    pub protocol: Protocol,
+    pub tls: TlsMode,
+    pub role: Role,
+    /// Offer TLS 1.2 beside 1.3 (other MTAs on port 25 still need it).
+    pub tls12: bool,
+}
+
+impl ListenerSpec {
+    pub fn new(protocol: Protocol, address: SocketAddr, tls: TlsMode, role: Role) -> Self {
+        Self {
+            address,
+            protocol,
+            tls,
+            role,
+            tls12: protocol == Protocol::Smtp && role == Role::Mx,
+        }
+    }
+
+    /// A short name for logs and the start-up lines: `smtp`, `submission`, `imaps`...
+    pub fn label(&self) -> &'static str {
+        match (self.protocol, self.role, self.tls) {
+            (Protocol::Smtp, Role::Mx, _) => "smtp",
+            (Protocol::Smtp, Role::Submission, TlsMode::Implicit) => "submissions",
+            (Protocol::Smtp, Role::Submission, _) => "submission",
+            (Protocol::Imap, _, TlsMode::Implicit) => "imaps",
+            (Protocol::Imap, _, _) => "imap",
+            (Protocol::Pop3, _, TlsMode::Implicit) => "pop3s",
+            (Protocol::Pop3, _, _) => "pop3",
+        }
     }
 }
 
-/// Most connections one listener serves at once; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 4096;
+/// The TLS configurations a listener picks from.
+#[derive(Clone)]
+pub struct Acceptors {
+    /// TLS 1.3 only.
+    pub tls13: TlsAcceptor,
+    /// TLS 1.2 and 1.3.
+    pub tls12: TlsAcceptor,
+}
+
+/// Rules every listener applies to its connections.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Most connections one listener serves at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Most connections from one client address, all listeners together.
+    pub max_per_ip: usize,
+    /// Peers that must send a PROXY header (v1 or v2); empty: PROXY is off.
+    pub proxy_trusted: Networks,
+    /// Clear-text logins (IMAP LOGIN, POP3 USER/PASS) from loopback peers before TLS.
+    pub plaintext_login_loopback: bool,
+    /// Overrides of the per-protocol timers.
+    pub login_idle: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    pub session_timeout: Option<Duration>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_per_ip: 50,
+            proxy_trusted: Networks::default(),
+            plaintext_login_loopback: true,
+            login_idle: None,
+            write_timeout: None,
+            session_timeout: None,
+        }
+    }
+}
+
+/// What a protocol adapter needs to know about its connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transport {
+    pub peer: SocketAddr,
+    pub role: Role,
+    /// TLS is active now.
+    pub tls: bool,
+    /// STARTTLS can be offered (not active yet, a certificate is there).
+    pub starttls: bool,
+    /// Clear-text passwords are accepted without TLS (loopback, or a listener without TLS).
+    pub plaintext_login: bool,
+}
+
+impl Transport {
+    /// A clear-text connection with no TLS on offer (tests, tools).
+    pub fn plain(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            role: Role::Mx,
+            tls: false,
+            starttls: false,
+            plaintext_login: true,
+        }
+    }
+
+    /// Whether a clear-text password may be sent now.
+    pub fn login_allowed(&self) -> bool {
+        self.tls || self.plaintext_login
+    }
+}
+
+/// Everything one accept loop shares with its connections.
+struct Shared {
+    spec: ListenerSpec,
+    ctx: Arc<Context>,
+    acceptor: Option<TlsAcceptor>,
+    policy: Arc<Policy>,
+    per_ip: Arc<PerIp>,
+    shutdown: watch::Receiver<bool>,
+}
 
 /// Serves `listener` until `shutdown` turns true, then waits for open connections to end.
 pub async fn serve(
     listener: TcpListener,
-    protocol: Protocol,
+    spec: ListenerSpec,
     ctx: Arc<Context>,
+    acceptors: Option<Acceptors>,
+    policy: Arc<Policy>,
+    per_ip: Arc<PerIp>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let acceptor = match (spec.tls, acceptors) {
+        (TlsMode::None, _) | (_, None) => None,
+        (_, Some(a)) if spec.tls12 => Some(a.tls12),
+        (_, Some(a)) => Some(a.tls13),
+    };
+    let label = spec.label();
+    let permits = Arc::new(Semaphore::new(policy.max_connections));
+    let shared = Arc::new(Shared {
+        spec,
+        ctx,
+        acceptor,
+        policy,
+        per_ip,
+        shutdown: shutdown.clone(),
+    });
     let mut connections = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -86,21 +236,17 @@ pub async fn serve(
             }
             Err(err) => {
                 // Out of file descriptors and the like: wait instead of spinning.
-                warn!(protocol = protocol.name(), %err, "accept failed");
+                warn!(listener = label, %err, "accept failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let ctx = ctx.clone();
-        let signal = Shutdown(shutdown.clone());
-        let open = crate::metrics::connection_opened(protocol.name());
+        let shared = shared.clone();
         connections.spawn(async move {
-            let _open = open;
-            debug!(protocol = protocol.name(), %peer, "connection opened");
-            if let Err(err) = protocol.handle(stream, peer, ctx, signal).await {
-                debug!(protocol = protocol.name(), %peer, error = %err, "connection ended with error");
+            if let Err(err) = connection(stream, peer, &shared).await {
+                debug!(listener = label, %peer, error = %format!("{err:#}"), "connection ended with error");
             }
             drop(permit);
         });
@@ -108,9 +254,92 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     info!(
-        protocol = protocol.name(),
+        listener = label,
         open = connections.len(),
         "listener stopping"
     );
     while connections.join_next().await.is_some() {}
+}
+
+/// One accepted connection: PROXY header, per-IP cap, implicit TLS, then the driver.
+async fn connection(
+    mut tcp: TcpStream,
+    socket_peer: SocketAddr,
+    shared: &Shared,
+) -> anyhow::Result<()> {
+    let spec = &shared.spec;
+    let policy = &shared.policy;
+    let label = spec.label();
+    let trusted = policy.proxy_trusted.contains(socket_peer.ip());
+    let handshake = Duration::from_secs(30);
+    let peer = if trusted {
+        match tokio::time::timeout(handshake, proxy::read_header(&mut tcp)).await {
+            Ok(Ok(header)) => header.source.unwrap_or(socket_peer),
+            Ok(Err(err)) => {
+                info!(listener = label, %socket_peer, %err, "no valid PROXY header from a trusted peer; closing");
+                return Ok(());
+            }
+            Err(_) => {
+                info!(listener = label, %socket_peer, "no PROXY header in time; closing");
+                return Ok(());
+            }
+        }
+    } else {
+        socket_peer
+    };
+    let protocol = spec.protocol;
+    let _open = crate::metrics::connection_opened(protocol.name());
+    let Some(_slot) = shared.per_ip.acquire(peer.ip(), policy.max_per_ip) else {
+        info!(listener = label, %peer, "per-IP connection cap reached; refusing");
+        crate::metrics::connection_refused(protocol.name());
+        if spec.tls != TlsMode::Implicit {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), tcp.write_all(protocol.busy())).await;
+        }
+        return Ok(());
+    };
+    debug!(listener = label, %peer, "connection opened");
+    let mut stream = Stream::plain(tcp);
+    if spec.tls == TlsMode::Implicit {
+        let Some(acceptor) = &shared.acceptor else {
+            anyhow::bail!("implicit TLS listener without a certificate");
+        };
+        stream = stream.start_tls(acceptor, handshake).await?;
+    }
+    let starttls = match spec.tls {
+        TlsMode::StartTls => shared.acceptor.clone(),
+        TlsMode::None | TlsMode::Implicit => None,
+    };
+    let transport = Transport {
+        peer,
+        role: spec.role,
+        tls: stream.is_tls(),
+        starttls: starttls.is_some(),
+        plaintext_login: spec.tls == TlsMode::None
+            || (policy.plaintext_login_loopback && peer.ip().is_loopback()),
+    };
+    let mut timeouts = Timeouts::new(protocol.idle());
+    if let Some(t) = policy.login_idle {
+        timeouts.login_idle = t;
+    }
+    if let Some(t) = policy.write_timeout {
+        timeouts.write = t;
+    }
+    if let Some(t) = policy.session_timeout {
+        timeouts.session = t;
+    }
+    let conn = Connection {
+        peer,
+        protocol: protocol.name(),
+        starttls,
+        timeouts,
+        shutdown: Shutdown::new(shared.shutdown.clone()),
+        refuse_proxy_header: !trusted && !policy.proxy_trusted.is_empty(),
+    };
+    let ctx = shared.ctx.clone();
+    match protocol {
+        Protocol::Smtp => driver::run(Smtp::new(ctx, transport), stream, conn).await,
+        Protocol::Imap => driver::run(Imap::new(ctx, transport), stream, conn).await,
+        Protocol::Pop3 => driver::run(Pop3::new(ctx, transport), stream, conn).await,
+    }
 }

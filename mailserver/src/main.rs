@@ -1,14 +1,18 @@
 //! `mailserver`: configuration in, listeners out.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
+use mailserver::RunningServer;
 use mailserver::auth::Authenticator;
 use mailserver::bootstrap::Backends;
 use mailserver::config::Config;
 use mailserver::context::{Context, Settings};
+use mailserver::listener::{Acceptors, TlsMode};
+use mailserver::server::ServerConfig;
 use mailserver::store::Store;
-use mailserver::{Addresses, RunningServer};
+use mailserver::tls::{CertKeyPaths, Certificates, Versions};
 use tracing_subscriber::EnvFilter;
 
 // jemalloc gives freed memory back to the system; glibc kept what bursts of logins and large
@@ -31,6 +35,21 @@ async fn main() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let listeners = config.listeners();
+    // `--ephemeral` keeps nothing, the self-signed certificate included.
+    let scratch = match config.ephemeral {
+        true => Some(
+            tempfile::Builder::new()
+                .prefix("mailserver-tls-")
+                .tempdir()?,
+        ),
+        false => None,
+    };
+    let tls_dir = scratch.as_ref().map_or_else(
+        || config.data_dir.join("tls"),
+        |dir| dir.path().to_path_buf(),
+    );
+    let certificates = certificates(&config, &listeners, &tls_dir)?;
     let backends = Backends::open(&config).await?;
     let ctx = Arc::new(Context {
         store: Store::new(backends.pool.clone(), backends.blobs.clone()),
@@ -42,22 +61,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     });
     let _collector = ctx.store.spawn_collector();
-    let server = RunningServer::start(
+    let tls = certificates.as_ref().map(|(certs, _)| Acceptors {
+        tls13: certs.acceptor(Versions::Tls13Only),
+        tls12: certs.acceptor(Versions::Tls12And13),
+    });
+    let _reloader = certificates
+        .as_ref()
+        .map(|(certs, _)| certs.spawn_reloader());
+    let server = RunningServer::start_with(
         ctx,
-        Addresses {
-            smtp: config.smtp_listen,
-            imap: config.imap_listen,
-            pop3: config.pop3_listen,
+        ServerConfig {
+            listeners,
             http: config.http_listen,
+            tls,
+            policy: config.policy(),
+            grace: Duration::from_secs(config.grace_period),
         },
     )
     .await?;
-    let a = server.addresses;
     // Plain stdout lines, so people and scripts (the tests) can read where we listen.
-    println!("SMTP listening on {}", a.smtp);
-    println!("IMAP listening on {}", a.imap);
-    println!("POP3 listening on {}", a.pop3);
-    println!("HTTP listening on {}", a.http);
+    for spec in &server.listeners {
+        println!(
+            "{} listening on {}",
+            spec.label().to_uppercase(),
+            spec.address
+        );
+    }
+    println!("HTTP listening on {}", server.addresses.http);
+    if let Some((_, fingerprint)) = &certificates {
+        println!("TLS certificate SHA-256 fingerprint: {fingerprint}");
+    }
     for (address, password) in &backends.example_logins {
         println!("login: {address} password: {password}");
     }
@@ -67,7 +100,35 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown().await;
     backends.close().await;
+    drop(scratch);
     Ok(())
+}
+
+/// The configured certificate, or a self-signed one under the data directory; none when no
+/// listener uses TLS.
+fn certificates(
+    config: &Config,
+    listeners: &[mailserver::listener::ListenerSpec],
+    self_signed_dir: &std::path::Path,
+) -> anyhow::Result<Option<(Arc<Certificates>, String)>> {
+    if listeners.iter().all(|l| l.tls == TlsMode::None) {
+        return Ok(None);
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let certs = Certificates::load(&[CertKeyPaths {
+            cert: cert.clone(),
+            key: key.clone(),
+        }])?;
+        let fingerprint = certs.fingerprint();
+        return Ok(Some((certs, fingerprint)));
+    }
+    let mut names = vec![config.hostname.clone()];
+    for name in ["localhost", "example.test"] {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    Certificates::self_signed(self_signed_dir, &names).map(Some)
 }
 
 async fn shutdown_signal() {

@@ -51,6 +51,8 @@ struct Metrics {
     deliveries: Family<ResultLabel, Counter>,
     delivered_bytes: Counter,
     logins: Family<ResultLabel, Counter>,
+    refused: Family<ProtocolLabel, Counter>,
+    tls_handshakes: Counter,
 }
 
 impl Metrics {
@@ -87,6 +89,18 @@ impl Metrics {
             "Password checks, by result (ok, failed, error)",
             logins.clone(),
         );
+        let refused = Family::<ProtocolLabel, Counter>::default();
+        let tls_handshakes = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused by the per-IP cap, by protocol",
+            refused.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed (implicit TLS and STARTTLS)",
+            tls_handshakes.clone(),
+        );
         // Creating a series is all that is wanted here; the returned read guards are dropped.
         for protocol in PROTOCOLS {
             let _ = connections.get_or_create(&ProtocolLabel { protocol });
@@ -107,6 +121,8 @@ impl Metrics {
             deliveries,
             delivered_bytes,
             logins,
+            refused,
+            tls_handshakes,
         }
     }
 }
@@ -140,6 +156,19 @@ pub fn connection_opened(protocol: &'static str) -> OpenConnection {
     m.connections.get_or_create(&label).inc();
     m.open.get_or_create(&label).inc();
     OpenConnection { protocol }
+}
+
+/// Counts a connection refused by the per-IP cap.
+pub fn connection_refused(protocol: &'static str) {
+    metrics()
+        .refused
+        .get_or_create(&ProtocolLabel { protocol })
+        .inc();
+}
+
+/// Counts a completed TLS handshake.
+pub fn tls_handshake() {
+    metrics().tls_handshakes.inc();
 }
 
 /// Counts one `Store::deliver` call: its result and, when it succeeded, the message's bytes.

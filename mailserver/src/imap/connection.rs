@@ -1,22 +1,27 @@
-//! The I/O loop: bytes from the socket into `imap-next`, decoded commands into the session,
-//! responses back out. Nothing here knows IMAP semantics.
+//! The adapter between the connection driver, `imap-next` and the session: bytes in, decoded
+//! commands to the session, responses out. It answers STARTTLS and refuses clear-text logins
+//! before TLS and big literals before login itself; nothing else here knows IMAP semantics.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::response::{CommandContinuationRequest, Response};
 use imap_next::server::{Error as ServerError, Event, Options, Server};
 use imap_next::{Interrupt, Io, State as _};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info};
 
 use super::auth::AuthStep;
-use super::reply;
+use super::prelogin::Guard;
+use super::reply::{self, Kind};
 use super::session::{Session, State};
 use crate::Context;
+use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts};
+use crate::listener::Transport;
 
 /// A client silent this long is logged out (RFC 3501 asks for at least 30 minutes).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -28,6 +33,7 @@ fn options(ctx: &Context) -> Options {
     let mut options = Options::default();
     // Hand-typed sessions (telnet, nc) end lines with a bare LF.
     options.crlf_relaxed = true;
+    // The limits after login; before it, `prelogin::Guard` keeps lines and literals short.
     options.max_literal_size = u32::try_from(ctx.settings.max_message_size).unwrap_or(u32::MAX);
     options.max_command_size = options.max_literal_size.saturating_add(MAX_COMMAND_LINE);
     // Both texts are constants that imap-types accepts.
@@ -58,153 +64,323 @@ fn queue(server: &mut Server, responses: Vec<Response<'static>>) {
     }
 }
 
-/// Writes everything queued, stopping at the first thing that is not output.
-async fn drain<S: AsyncWrite + Unpin>(server: &mut Server, stream: &mut S) -> anyhow::Result<()> {
+/// Moves everything queued to `out`, stopping at the first thing that is not output (used
+/// only where the connection ends or restarts, so what follows does not matter).
+fn flush(server: &mut Server, out: &mut Vec<u8>) {
     loop {
         match server.next() {
-            Err(Interrupt::Io(Io::Output(bytes))) => stream.write_all(&bytes).await?,
+            Err(Interrupt::Io(Io::Output(bytes))) => out.extend_from_slice(&bytes),
             Ok(Event::ResponseSent { .. } | Event::GreetingSent { .. }) => {}
             _ => break,
         }
     }
-    stream.flush().await?;
-    Ok(())
 }
 
-/// What `server.next()` gave while a long answer was being written, kept for the main loop.
+/// What `server.next()` gave while a long answer was being emitted (a command pipelined behind
+/// a FETCH), kept for [`Imap::process`].
 type Pending = VecDeque<Result<Event, Interrupt<ServerError>>>;
 
-/// Writes everything queued, keeping any event that comes up meanwhile (a pipelined command).
-async fn write_queued<S: AsyncWrite + Unpin>(
-    server: &mut Server,
-    stream: &mut S,
-    pending: &mut Pending,
-) -> anyhow::Result<()> {
-    loop {
-        match server.next() {
-            Err(Interrupt::Io(Io::Output(bytes))) => stream.write_all(&bytes).await?,
-            Ok(Event::ResponseSent { .. } | Event::GreetingSent { .. }) => {}
-            Err(Interrupt::Io(Io::NeedMoreInput)) => break,
-            other => {
-                pending.push_back(other);
-                break;
-            }
-        }
-    }
-    stream.flush().await?;
-    Ok(())
+/// One IMAP connection as the driver sees it.
+pub struct Imap {
+    ctx: Arc<Context>,
+    transport: Transport,
+    session: Session,
+    server: Server,
+    guard: Guard,
+    pending: Pending,
 }
 
-/// Serves one connection until the client logs out, hangs up or falls silent.
-pub async fn serve<S>(mut stream: S, peer: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let mut session = Session::new(ctx.clone(), peer);
-    let mut server = Server::new(options(&ctx), session.greeting());
-    let mut buffer = vec![0u8; 64 * 1024];
-    let mut pending = Pending::new();
-    loop {
-        let next = pending.pop_front().unwrap_or_else(|| server.next());
-        let event = match next {
-            Ok(event) => event,
-            Err(Interrupt::Io(Io::Output(bytes))) => {
-                stream.write_all(&bytes).await?;
-                continue;
-            }
-            Err(Interrupt::Io(Io::NeedMoreInput)) => {
-                stream.flush().await?;
-                let read = tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut buffer)).await;
-                match read {
-                    Ok(Ok(0)) => break,
-                    Ok(Ok(n)) => server.enqueue_input(&buffer[..n]),
-                    Ok(Err(err)) => return Err(err.into()),
-                    Err(_) => {
-                        server.enqueue_status(reply::bye("Autologout: idle for too long"));
-                        drain(&mut server, &mut stream).await?;
-                        break;
-                    }
-                }
-                continue;
-            }
-            Err(Interrupt::Error(err)) => {
-                debug!(%peer, error = %err, "imap: unreadable input");
-                match err {
-                    ServerError::MalformedMessage { discarded_bytes }
-                    | ServerError::ExpectedCrlfGotLf { discarded_bytes } => {
-                        // A bad AUTHENTICATE response ends that exchange with its own tag.
-                        if let Some(tag) = session.abort_authenticate() {
-                            let bad = reply::tagged_bad(tag, "Unknown command or bad syntax");
-                            let _ = server.authenticate_finish(bad);
-                            continue;
-                        }
-                        let status = match tag_of(discarded_bytes.declassify()) {
-                            Some(tag) => reply::tagged_bad(tag, "Unknown command or bad syntax"),
-                            None => reply::untagged_bad("Unknown command or bad syntax"),
-                        };
-                        server.enqueue_status(status);
-                    }
-                    ServerError::CommandTooLong { .. } => {
-                        server.enqueue_status(reply::bye("Command too long"));
-                        drain(&mut server, &mut stream).await?;
-                        break;
-                    }
-                    // imap-next has already answered the tag with BAD.
-                    ServerError::LiteralTooLong { .. } => {}
-                }
-                continue;
-            }
-        };
-        match event {
-            Event::CommandReceived { command } => {
-                session.command(command).await;
-                // A long answer (FETCH) goes out a batch at a time.
-                loop {
-                    queue(&mut server, session.take_output());
-                    if !session.has_more() {
-                        break;
-                    }
-                    write_queued(&mut server, &mut stream, &mut pending).await?;
-                    session.resume().await;
-                }
-                if session.state() == State::Logout {
-                    // Say goodbye and leave; anything the client sent after LOGOUT is ignored.
-                    drain(&mut server, &mut stream).await?;
+impl Imap {
+    pub fn new(ctx: Arc<Context>, transport: Transport) -> Self {
+        let mut session = Session::new(ctx.clone(), transport.peer);
+        session.set_security(
+            transport.starttls && !transport.tls,
+            !transport.login_allowed(),
+        );
+        let server = Server::new(options(&ctx), session.greeting());
+        Self {
+            ctx,
+            transport,
+            session,
+            server,
+            guard: Guard::default(),
+            pending: Pending::new(),
+        }
+    }
+
+    /// Moves the responses queued so far to `out`, keeping any event that comes up meanwhile
+    /// for [`Imap::process`]: `imap-next` hands out a pipelined command as soon as its send
+    /// queue is empty.
+    fn emit(&mut self, out: &mut Vec<u8>) {
+        loop {
+            match self.server.next() {
+                Err(Interrupt::Io(Io::Output(bytes))) => out.extend_from_slice(&bytes),
+                Ok(Event::ResponseSent { .. } | Event::GreetingSent { .. }) => {}
+                Err(Interrupt::Io(Io::NeedMoreInput)) => break,
+                other => {
+                    self.pending.push_back(other);
                     break;
                 }
             }
-            Event::CommandAuthenticateReceived {
-                command_authenticate,
-            } => {
-                let step = session
-                    .authenticate_start(
-                        command_authenticate.tag,
-                        command_authenticate.mechanism,
-                        command_authenticate.initial_response,
-                    )
-                    .await;
-                match step {
-                    AuthStep::Continue => {
-                        let ccr = CommandContinuationRequest::basic(None, " ")
-                            .or_else(|_| CommandContinuationRequest::basic(None, "ready"))
-                            .map_err(|_| anyhow::anyhow!("continuation request"))?;
-                        let _ = server.authenticate_continue(ccr);
-                    }
-                    AuthStep::Done(status) => {
-                        let _ = server.authenticate_finish(status);
-                    }
-                }
-            }
-            Event::AuthenticateDataReceived { authenticate_data } => {
-                let status = session.authenticate_data(authenticate_data).await;
-                let _ = server.authenticate_finish(status);
-            }
-            Event::IdleCommandReceived { tag } => {
-                let _ = server.idle_reject(reply::tagged_bad(tag, "IDLE is not supported yet"));
-            }
-            Event::GreetingSent { .. } | Event::ResponseSent { .. } | Event::IdleDoneReceived => {}
         }
     }
-    let _ = stream.shutdown().await;
-    Ok(())
+
+    fn refuse(&mut self, tag: Tag<'static>, text: &str) {
+        let status = reply::tagged(
+            tag,
+            Kind::No,
+            Some(reply::other_code("PRIVACYREQUIRED")),
+            text,
+        );
+        self.server.enqueue_status(status);
+    }
+
+    /// STARTTLS: `OK`, then a fresh `imap-next` state with nothing the client sent after the
+    /// command in it (CVE-2011-0411).
+    fn starttls(&mut self, tag: Tag<'static>, out: &mut Vec<u8>) -> Option<Flow> {
+        if !self.transport.starttls
+            || self.transport.tls
+            || self.session.state() != State::NotAuthenticated
+        {
+            self.server
+                .enqueue_status(reply::tagged_bad(tag, "STARTTLS is not offered here"));
+            return None;
+        }
+        self.server
+            .enqueue_status(reply::tagged_ok(tag, None, "Begin TLS negotiation now"));
+        flush(&mut self.server, out);
+        let mut fresh = Server::new(options(&self.ctx), self.session.greeting());
+        // The greeting was said once, in clear text; the new state's copy is dropped.
+        let mut greeting = Vec::new();
+        flush(&mut fresh, &mut greeting);
+        self.server = fresh;
+        self.guard = Guard::default();
+        Some(Flow::StartTls)
+    }
+
+    /// Runs `imap-next` over the input queued, the session over each command.
+    async fn process(&mut self, out: &mut Vec<u8>) -> Flow {
+        loop {
+            let next = self
+                .pending
+                .pop_front()
+                .unwrap_or_else(|| self.server.next());
+            let event = match next {
+                Ok(event) => event,
+                Err(Interrupt::Io(Io::Output(bytes))) => {
+                    out.extend_from_slice(&bytes);
+                    continue;
+                }
+                Err(Interrupt::Io(Io::NeedMoreInput)) => return Flow::Continue,
+                Err(Interrupt::Error(err)) => {
+                    debug!(peer = %self.transport.peer, error = %err, "imap: unreadable input");
+                    match err {
+                        ServerError::MalformedMessage { discarded_bytes }
+                        | ServerError::ExpectedCrlfGotLf { discarded_bytes } => {
+                            // A bad AUTHENTICATE response ends that exchange with its own tag.
+                            if let Some(tag) = self.session.abort_authenticate() {
+                                let bad = reply::tagged_bad(tag, "Unknown command or bad syntax");
+                                let _ = self.server.authenticate_finish(bad);
+                                continue;
+                            }
+                            let status = match tag_of(discarded_bytes.declassify()) {
+                                Some(tag) => {
+                                    reply::tagged_bad(tag, "Unknown command or bad syntax")
+                                }
+                                None => reply::untagged_bad("Unknown command or bad syntax"),
+                            };
+                            self.server.enqueue_status(status);
+                        }
+                        ServerError::CommandTooLong { .. } => {
+                            self.server.enqueue_status(reply::bye("Command too long"));
+                            flush(&mut self.server, out);
+                            return Flow::Close;
+                        }
+                        // imap-next has already answered the tag with BAD.
+                        ServerError::LiteralTooLong { .. } => {}
+                    }
+                    continue;
+                }
+            };
+            match event {
+                Event::CommandReceived { command } => {
+                    if let Some(flow) = self.command(command, out).await {
+                        return flow;
+                    }
+                }
+                Event::CommandAuthenticateReceived {
+                    command_authenticate,
+                } => {
+                    if !self.transport.login_allowed() {
+                        let status = reply::tagged(
+                            command_authenticate.tag,
+                            Kind::No,
+                            Some(reply::other_code("PRIVACYREQUIRED")),
+                            "Use STARTTLS or the TLS port before authenticating",
+                        );
+                        let _ = self.server.authenticate_finish(status);
+                        continue;
+                    }
+                    let step = self
+                        .session
+                        .authenticate_start(
+                            command_authenticate.tag,
+                            command_authenticate.mechanism,
+                            command_authenticate.initial_response,
+                        )
+                        .await;
+                    match step {
+                        AuthStep::Continue => {
+                            let ccr = CommandContinuationRequest::basic(None, " ")
+                                .or_else(|_| CommandContinuationRequest::basic(None, "ready"));
+                            if let Ok(ccr) = ccr {
+                                let _ = self.server.authenticate_continue(ccr);
+                            }
+                        }
+                        AuthStep::Done(status) => {
+                            let _ = self.server.authenticate_finish(status);
+                        }
+                    }
+                }
+                Event::AuthenticateDataReceived { authenticate_data } => {
+                    let status = self.session.authenticate_data(authenticate_data).await;
+                    let _ = self.server.authenticate_finish(status);
+                }
+                Event::IdleCommandReceived { tag } => {
+                    let _ = self
+                        .server
+                        .idle_reject(reply::tagged_bad(tag, "IDLE is not supported yet"));
+                }
+                Event::GreetingSent { .. }
+                | Event::ResponseSent { .. }
+                | Event::IdleDoneReceived => {}
+            }
+        }
+    }
+
+    /// One command; `Some` when the connection must close or start TLS.
+    async fn command(&mut self, command: Command<'static>, out: &mut Vec<u8>) -> Option<Flow> {
+        match &command.body {
+            CommandBody::StartTLS => return self.starttls(command.tag, out),
+            CommandBody::Login { .. } if !self.transport.login_allowed() => {
+                self.refuse(command.tag, "LOGIN is disabled before STARTTLS");
+                return None;
+            }
+            _ => {}
+        }
+        self.session.command(command).await;
+        queue(&mut self.server, self.session.take_output());
+        if self.session.has_more() {
+            // A long answer (FETCH) goes out a batch at a time: the driver writes this one
+            // and calls [`Adapter::resume`] for the next; pipelined commands wait.
+            self.emit(out);
+            return Some(Flow::Continue);
+        }
+        if self.session.state() == State::Logout {
+            // Say goodbye and leave; anything the client sent after LOGOUT is ignored.
+            flush(&mut self.server, out);
+            return Some(Flow::Close);
+        }
+        None
+    }
+
+    fn goodbye(&mut self, text: &str, out: &mut Vec<u8>) -> Flow {
+        self.server.enqueue_status(reply::bye(text));
+        flush(&mut self.server, out);
+        Flow::Close
+    }
+}
+
+#[async_trait::async_trait]
+impl Adapter for Imap {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        flush(&mut self.server, out);
+    }
+
+    async fn input(&mut self, mut bytes: &[u8], out: &mut Vec<u8>) -> Flow {
+        // Before login, one line at a time: the limits hold until the login has happened,
+        // and a command pipelined after LOGIN gets the limits of a logged-in session.
+        while !self.authenticated() && !bytes.is_empty() {
+            let end = bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |lf| lf + 1);
+            let (line, rest) = bytes.split_at(end);
+            bytes = rest;
+            if let Err(refusal) = self.guard.scan(line) {
+                info!(peer = %self.transport.peer, %refusal, "imap: refused before login");
+                return self.goodbye(&refusal.to_string(), out);
+            }
+            self.server.enqueue_input(line);
+            let flow = self.process(out).await;
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+        if bytes.is_empty() {
+            return Flow::Continue;
+        }
+        self.server.enqueue_input(bytes);
+        self.process(out).await
+    }
+
+    fn has_more(&self) -> bool {
+        self.session.has_more() || !self.pending.is_empty()
+    }
+
+    async fn resume(&mut self, out: &mut Vec<u8>) -> Flow {
+        if self.session.has_more() {
+            self.session.resume().await;
+            queue(&mut self.server, self.session.take_output());
+            if self.session.has_more() {
+                self.emit(out);
+                return Flow::Continue;
+            }
+            if self.session.state() == State::Logout {
+                flush(&mut self.server, out);
+                return Flow::Close;
+            }
+        }
+        // The long answer is complete: go on with what the client pipelined behind it.
+        self.process(out).await
+    }
+
+    fn tls_started(&mut self, _out: &mut Vec<u8>) {
+        self.transport.tls = true;
+        self.transport.starttls = false;
+        self.session.set_security(false, false);
+    }
+
+    fn timed_out(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.goodbye("Autologout: idle for too long", out)
+    }
+
+    fn shutting_down(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.goodbye("Server shutting down, reconnect", out)
+    }
+
+    fn authenticated(&self) -> bool {
+        self.session.state() != State::NotAuthenticated
+    }
+}
+
+/// Serves one clear-text IMAP connection on any stream under the driver (tests, tools).
+pub async fn serve<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Connection {
+        peer,
+        protocol: "imap",
+        starttls: None,
+        timeouts: Timeouts::new(IDLE_TIMEOUT),
+        shutdown: Shutdown::never(),
+        refuse_proxy_header: false,
+    };
+    driver::run(
+        Imap::new(ctx, Transport::plain(peer)),
+        Stream::plain(stream),
+        conn,
+    )
+    .await
 }

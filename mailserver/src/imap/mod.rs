@@ -3,10 +3,10 @@
 //!
 //! The wire format is `imap-codec`, framing and literals are `imap-next` (sans I/O); the
 //! [`session::Session`] state machine runs commands against the store without touching a socket,
-//! and [`connection`] is the thin loop that moves bytes between the two.
+//! and [`connection`] is the adapter that runs both under the connection driver.
 
 mod auth;
-mod connection;
+pub mod connection;
 mod expunge;
 pub(crate) mod fetch;
 mod flags;
@@ -15,6 +15,7 @@ mod mime;
 #[cfg(test)]
 mod noise;
 mod parse;
+mod prelogin;
 mod reply;
 mod search;
 mod sequence;
@@ -29,10 +30,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Context;
 
-/// Serves one IMAP connection until the client leaves.
+/// Serves one clear-text IMAP connection on any stream (tests, tools).
 pub async fn handle<S>(stream: S, peer: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     connection::serve(stream, peer, ctx).await
 }

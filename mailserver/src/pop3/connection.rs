@@ -1,130 +1,164 @@
-//! The thin I/O loop: reads lines, feeds them to the [`Session`], runs the store work the
-//! session asks for and writes the replies.
+//! The adapter between the connection driver and the [`Session`]: frames lines, answers STLS
+//! and refuses clear-text logins before TLS, runs the store work the session asks for.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{
-    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
 use super::reply;
 use super::session::{Action, Credentials, LoginOutcome, Maildrop, Session};
 use crate::Context;
-
-/// RFC 1939 section 3: the autologout timer is at least 10 minutes.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts};
+use crate::listener::Transport;
 
 /// Longest line read, line end included. RFC 2449 limits commands to 255 octets but RFC 5034
 /// lifts that for SASL responses; this is enough for both and bounds memory per connection.
 pub const MAX_LINE: usize = 4096;
 
-/// What reading one line gave.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Line {
-    /// A line without its LF (a CR before it is left for the parser).
-    Complete(Vec<u8>),
-    /// A line over the limit; it was read and dropped up to its end.
-    TooLong,
-    /// The client closed the connection.
-    Eof,
+/// Splits input into lines of at most `max` octets; a longer line is dropped up to its LF.
+#[derive(Debug, Default)]
+pub(crate) struct Lines {
+    pending: Vec<u8>,
+    /// Dropping the rest of an over-long line.
+    discarding: bool,
 }
 
-/// Reads one LF-terminated line of at most `max` octets, discarding the rest of a longer one.
-pub async fn read_line<R: AsyncBufRead + Unpin>(
-    reader: &mut R,
-    max: usize,
-) -> std::io::Result<Line> {
-    let mut line = Vec::new();
-    let mut too_long = false;
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            // A final line without LF is not a command: the client is gone.
-            return Ok(Line::Eof);
-        }
-        let (chunk, found) = match available.iter().position(|&b| b == b'\n') {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
-        if !too_long {
-            if line.len() + chunk.len() + usize::from(found.is_some()) > max {
-                too_long = true;
-                line = Vec::new();
-            } else {
-                line.extend_from_slice(chunk);
+/// One framed line.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Line {
+    /// A line without its LF (a CR before it is left for the parser).
+    Complete(Vec<u8>),
+    /// A line over the limit; it was dropped.
+    TooLong,
+}
+
+impl Lines {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The next complete line, if one is buffered.
+    pub(crate) fn next(&mut self, max: usize) -> Option<Line> {
+        let Some(lf) = self.pending.iter().position(|&b| b == b'\n') else {
+            if self.pending.len() > max {
+                self.discarding = true;
+                self.pending.clear();
             }
+            return None;
+        };
+        let line: Vec<u8> = self.pending.drain(..=lf).take(lf).collect();
+        if std::mem::take(&mut self.discarding) || line.len() + 1 > max {
+            return Some(Line::TooLong);
         }
-        let used = found.unwrap_or(available.len());
-        reader.consume(used);
-        if found.is_some() {
-            return Ok(if too_long {
-                Line::TooLong
-            } else {
-                Line::Complete(line)
-            });
-        }
+        Some(Line::Complete(line))
+    }
+
+    fn clear(&mut self) {
+        self.pending.clear();
+        self.discarding = false;
     }
 }
 
-/// Serves one connection until QUIT, a closed connection, or the idle timeout.
-pub async fn run<S>(stream: S, ctx: Arc<Context>) -> anyhow::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    serve(stream, ctx, IDLE_TIMEOUT).await
+/// One POP3 connection as the driver sees it.
+pub struct Pop3 {
+    ctx: Arc<Context>,
+    transport: Transport,
+    session: Session,
+    lines: Lines,
 }
 
-async fn serve<S>(stream: S, ctx: Arc<Context>, idle: Duration) -> anyhow::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let (reader, writer) = tokio::io::split(stream);
-    let mut reader = BufReader::new(reader);
-    let mut writer = BufWriter::new(writer);
-    let mut session = Session::new(&ctx.settings.hostname);
-    send(&mut writer, &session.greeting()).await?;
-    loop {
-        let line = match tokio::time::timeout(idle, read_line(&mut reader, MAX_LINE)).await {
-            Ok(line) => line?,
-            Err(_) => {
-                // RFC 1939: a timed-out session closes without entering UPDATE.
-                debug!("idle timeout");
-                send(&mut writer, &reply::err("idle timeout, closing")).await?;
-                return Ok(());
+impl Pop3 {
+    pub fn new(ctx: Arc<Context>, transport: Transport) -> Self {
+        let session = Session::new(&ctx.settings.hostname);
+        Self {
+            ctx,
+            transport,
+            session,
+            lines: Lines::default(),
+        }
+    }
+
+    /// What the connection layer answers itself: STLS, and logins refused before TLS.
+    fn intercept(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Flow> {
+        if !self.session.in_authorization() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(line);
+        let verb = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match verb.as_str() {
+            "STLS" if self.transport.starttls && !self.transport.tls => {
+                out.extend_from_slice(&reply::ok("Begin TLS negotiation"));
+                // Nothing sent in clear text after STLS may count after the handshake.
+                self.lines.clear();
+                Some(Flow::StartTls)
             }
-        };
+            "STLS" => {
+                out.extend_from_slice(&reply::err("STLS not available"));
+                Some(Flow::Continue)
+            }
+            "USER" | "PASS" | "AUTH" if !self.transport.login_allowed() => {
+                out.extend_from_slice(&reply::err(
+                    "clear-text login is disabled; use STLS or the TLS port first",
+                ));
+                Some(Flow::Continue)
+            }
+            _ => None,
+        }
+    }
+
+    /// CAPA as this connection can honour it: STLS when offered, no logins before TLS.
+    fn capabilities(&self, bytes: Vec<u8>) -> Vec<u8> {
+        if !bytes.starts_with(b"+OK capability list follows\r\n") {
+            return bytes;
+        }
+        let mut lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+        if !self.transport.login_allowed() {
+            lines.retain(|l| !l.starts_with(b"USER\r") && !l.starts_with(b"SASL "));
+        }
+        if self.transport.starttls && !self.transport.tls {
+            let end = lines.len().saturating_sub(1);
+            lines.insert(end, b"STLS\r\n");
+        }
+        lines.concat()
+    }
+
+    /// Runs the session's action for one line, with its store work, to the reply.
+    async fn line(&mut self, line: Line, out: &mut Vec<u8>) -> Flow {
         let mut action = match line {
-            Line::Complete(line) => session.line(&line),
-            Line::TooLong => session.line_too_long(),
-            // Dropped without QUIT: nothing marked is deleted.
-            Line::Eof => return Ok(()),
+            Line::Complete(line) => {
+                if let Some(flow) = self.intercept(&line, out) {
+                    return flow;
+                }
+                self.session.line(&line)
+            }
+            Line::TooLong => self.session.line_too_long(),
         };
-        // Store work may lead to one more action (its reply); loop until there is something
-        // to send.
         loop {
             action = match action {
                 Action::Reply(bytes) => {
-                    // Pipelined commands already buffered are answered in one write.
-                    if reader.buffer().is_empty() {
-                        send(&mut writer, &bytes).await?;
-                    } else {
-                        write(&mut writer, &bytes).await?;
-                    }
-                    break;
+                    out.extend_from_slice(&self.capabilities(bytes));
+                    return Flow::Continue;
                 }
                 Action::Close(bytes) => {
-                    send(&mut writer, &bytes).await?;
-                    let _ = writer.shutdown().await;
-                    return Ok(());
+                    out.extend_from_slice(&bytes);
+                    return Flow::Close;
                 }
-                Action::Login(credentials) => session.login_done(login(&ctx, &credentials).await),
+                Action::Login(credentials) => {
+                    let outcome = login(&self.ctx, &credentials).await;
+                    self.session.login_done(outcome)
+                }
                 Action::Retrieve {
                     message,
                     body_lines,
                 } => {
-                    let bytes = match ctx.store.read_body(&message).await {
+                    let bytes = match self.ctx.store.read_body(&message).await {
                         Ok(raw) => reply::message(&raw, body_lines),
                         Err(err) => {
                             warn!(uid = message.uid, folder = message.folder_id, %err, "cannot read message body");
@@ -134,18 +168,89 @@ where
                     Action::Reply(bytes)
                 }
                 Action::Update { folder_id, uids } => {
-                    let removed = match ctx.store.delete_messages(folder_id, &uids).await {
+                    let removed = match self.ctx.store.delete_messages(folder_id, &uids).await {
                         Ok(removed) => Ok(removed.len()),
                         Err(err) => {
                             warn!(folder = folder_id, %err, "cannot delete messages at QUIT");
                             Err(())
                         }
                     };
-                    session.update_done(removed)
+                    self.session.update_done(removed)
                 }
             };
         }
     }
+}
+
+#[async_trait::async_trait]
+impl Adapter for Pop3 {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.session.greeting());
+    }
+
+    async fn input(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Flow {
+        self.lines.push(bytes);
+        while let Some(line) = self.lines.next(MAX_LINE) {
+            let flow = self.line(line, out).await;
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+
+    fn tls_started(&mut self, _out: &mut Vec<u8>) {
+        self.transport.tls = true;
+        self.transport.starttls = false;
+    }
+
+    fn timed_out(&mut self, out: &mut Vec<u8>) -> Flow {
+        // RFC 1939: a timed-out session closes without entering UPDATE.
+        debug!(peer = %self.transport.peer, "pop3 idle timeout");
+        out.extend_from_slice(&reply::err("idle timeout, closing"));
+        Flow::Close
+    }
+
+    fn shutting_down(&mut self, out: &mut Vec<u8>) -> Flow {
+        // Closed without UPDATE: messages marked with DELE stay.
+        out.extend_from_slice(&reply::err_code(
+            reply::Code::SysTemp,
+            "server shutting down, nothing deleted; reconnect",
+        ));
+        Flow::Close
+    }
+
+    fn authenticated(&self) -> bool {
+        !self.session.in_authorization()
+    }
+}
+
+/// Serves one clear-text POP3 connection on any stream under the driver (tests, tools).
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    idle: Duration,
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut timeouts = Timeouts::new(idle);
+    timeouts.login_idle = idle;
+    let conn = Connection {
+        peer,
+        protocol: "pop3",
+        starttls: None,
+        timeouts,
+        shutdown: Shutdown::never(),
+        refuse_proxy_header: false,
+    };
+    driver::run(
+        Pop3::new(ctx, Transport::plain(peer)),
+        Stream::plain(stream),
+        conn,
+    )
+    .await
 }
 
 /// Verifies the credentials and snapshots the INBOX.
@@ -188,32 +293,13 @@ async fn login(ctx: &Context, credentials: &Credentials) -> LoginOutcome {
     }
 }
 
-/// Writes without flushing (more replies follow at once).
-async fn write<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> anyhow::Result<()> {
-    tokio::time::timeout(IDLE_TIMEOUT, writer.write_all(bytes))
-        .await
-        .map_err(|_| anyhow::anyhow!("client stopped reading"))??;
-    Ok(())
-}
-
-/// Writes and flushes; a client that stops reading for the idle timeout is dropped.
-async fn send<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> anyhow::Result<()> {
-    tokio::time::timeout(IDLE_TIMEOUT, async {
-        writer.write_all(bytes).await?;
-        writer.flush().await
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("client stopped reading"))??;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn lines() {
+    #[test]
+    fn lines() {
         let cases: Vec<(&[u8], usize, Vec<Line>)> = vec![
             (
                 b"STAT\r\nLIST 1\n",
@@ -221,7 +307,6 @@ mod tests {
                 vec![
                     Line::Complete(b"STAT\r".to_vec()),
                     Line::Complete(b"LIST 1".to_vec()),
-                    Line::Eof,
                 ],
             ),
             // Exactly at the limit (LF counted) passes; one more octet does not.
@@ -232,43 +317,38 @@ mod tests {
                     Line::Complete(b"abcd".to_vec()),
                     Line::TooLong,
                     Line::Complete(b"ok".to_vec()),
-                    Line::Eof,
                 ],
             ),
             // An unterminated last line is not a command.
-            (b"QUIT", 64, vec![Line::Eof]),
-            (b"", 64, vec![Line::Eof]),
-            (b"\n", 64, vec![Line::Complete(Vec::new()), Line::Eof]),
+            (b"QUIT", 64, vec![]),
+            (b"", 64, vec![]),
+            (b"\n", 64, vec![Line::Complete(Vec::new())]),
         ];
         for (input, max, want) in cases {
-            // A tiny buffer makes lines span several reads.
-            let mut reader = BufReader::with_capacity(2, input);
+            // Fed two octets at a time: lines span several reads.
+            let mut lines = Lines::default();
             let mut got = Vec::new();
-            loop {
-                let line = read_line(&mut reader, max).await.unwrap();
-                let eof = line == Line::Eof;
-                got.push(line);
-                if eof {
-                    break;
+            for chunk in input.chunks(2) {
+                lines.push(chunk);
+                while let Some(line) = lines.next(max) {
+                    got.push(line);
                 }
             }
             assert_eq!(got, want, "{:?}", String::from_utf8_lossy(input));
         }
     }
 
-    #[tokio::test]
-    async fn long_line_is_dropped_without_growing() {
-        let mut input = vec![b'x'; 1 << 20];
-        input.extend_from_slice(b"\nNOOP\n");
-        let mut reader = BufReader::new(input.as_slice());
-        assert_eq!(
-            read_line(&mut reader, MAX_LINE).await.unwrap(),
-            Line::TooLong
-        );
-        assert_eq!(
-            read_line(&mut reader, MAX_LINE).await.unwrap(),
-            Line::Complete(b"NOOP".to_vec())
-        );
+    #[test]
+    fn long_line_is_dropped_without_growing() {
+        let mut lines = Lines::default();
+        for _ in 0..256 {
+            lines.push(&[b'x'; 4096]);
+            assert_eq!(lines.next(MAX_LINE), None);
+            assert!(lines.pending.len() <= 2 * MAX_LINE, "memory stays bounded");
+        }
+        lines.push(b"\nNOOP\n");
+        assert_eq!(lines.next(MAX_LINE), Some(Line::TooLong));
+        assert_eq!(lines.next(MAX_LINE), Some(Line::Complete(b"NOOP".to_vec())));
     }
 
     /// A context whose database does not answer: enough for everything before a login, and
@@ -292,7 +372,8 @@ mod tests {
     /// Sends `input`, then reads everything the server says until it closes.
     async fn converse(input: &[u8], idle: Duration) -> String {
         let (mut client, server) = tokio::io::duplex(1 << 16);
-        let task = tokio::spawn(serve(server, unreachable_store(), idle));
+        let peer = "127.0.0.1:1100".parse().unwrap();
+        let task = tokio::spawn(serve(server, peer, unreachable_store(), idle));
         client.write_all(input).await.unwrap();
         let mut out = Vec::new();
         tokio::time::timeout(Duration::from_secs(20), client.read_to_end(&mut out))

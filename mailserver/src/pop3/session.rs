@@ -94,6 +94,11 @@ impl Session {
         }
     }
 
+    /// Waiting for a login (USER/PASS, AUTH or STLS may come now).
+    pub fn in_authorization(&self) -> bool {
+        matches!(self.state, State::Authorization { .. })
+    }
+
     /// The greeting sent when the connection opens.
     pub fn greeting(&self) -> Vec<u8> {
         reply::ok(&format!("{} POP3 server ready", self.hostname))

@@ -1,51 +1,65 @@
-//! The thin loop between a socket, the session and the store: read bytes into the session, do
-//! its lookups and deliveries, write its replies. Replies to pipelined commands are written
-//! together once the session needs more input.
+//! The adapter between the connection driver, the session and the store: bytes into the
+//! session, its lookups and deliveries run, its replies out. Replies to pipelined commands
+//! leave together once the session needs more input.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{info, warn};
 
 use super::Limits;
-use super::session::{Action, Lookup, Session};
+use super::session::{Action, Lookup, Security, Session};
 use super::spool::Spool;
 use crate::Context;
+use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts};
+use crate::listener::{Role, Transport};
 use crate::store::{Store, normalize_address};
 
-/// Serves one SMTP connection until the client quits, a limit is hit or `shutdown` completes
-/// (the session then gets `421`).
-pub async fn serve<S>(
-    mut stream: S,
-    peer: SocketAddr,
+/// One SMTP connection as the driver sees it.
+pub struct Smtp {
     ctx: Arc<Context>,
-    limits: Limits,
-    shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let idle = limits.idle_timeout;
-    let session_end = Instant::now() + limits.session_timeout;
-    let mut session = Session::new(ctx.settings.hostname.clone(), peer.ip(), limits);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut out = Vec::new();
-    let mut spool = Spool::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        while let Some(action) = session.next_action() {
+    transport: Transport,
+    session: Session,
+    /// Where a large message's body goes while DATA is read.
+    spool: Spool,
+}
+
+impl Smtp {
+    pub fn new(ctx: Arc<Context>, transport: Transport) -> Self {
+        let limits = Limits::from_settings(&ctx.settings);
+        Self::with_limits(ctx, transport, limits)
+    }
+
+    pub fn with_limits(ctx: Arc<Context>, transport: Transport, limits: Limits) -> Self {
+        let session = Session::new(ctx.settings.hostname.clone(), transport.peer.ip(), limits)
+            .with_security(Security {
+                starttls: transport.starttls,
+                tls: transport.tls,
+                submission: transport.role == Role::Submission,
+            });
+        Self {
+            ctx,
+            transport,
+            session,
+            spool: Spool::default(),
+        }
+    }
+
+    /// Runs the session's actions until it needs input; store work is awaited here.
+    async fn pump(&mut self, out: &mut Vec<u8>) -> Flow {
+        let peer = self.transport.peer;
+        while let Some(action) = self.session.next_action() {
             match action {
-                Action::Reply(reply) => reply.write_to(&mut out),
+                Action::Reply(reply) => reply.write_to(out),
                 Action::Lookup(address) => {
-                    let found = lookup(&ctx.store, &address).await;
-                    session.lookup_done(found);
+                    let found = lookup(&self.ctx.store, &address).await;
+                    self.session.lookup_done(found);
                 }
-                Action::Spool(chunk) => spool.write(chunk).await,
+                Action::Spool(chunk) => self.spool.write(chunk).await,
                 Action::Deliver(mut delivery) => {
-                    let result = spool.deliver(&ctx.store, &mut delivery).await;
+                    let result = self.spool.deliver(&self.ctx.store, &mut delivery).await;
                     match &result {
                         Ok(copies) => info!(
                             %peer, id = %delivery.id, size = delivery.message.len(),
@@ -55,38 +69,92 @@ where
                             %peer, id = %delivery.id, %error, "delivery failed; client told to retry"
                         ),
                     }
-                    session.delivered(result.is_ok());
+                    self.session.delivered(result.is_ok());
                 }
-                Action::Close => {
-                    stream.write_all(&out).await?;
-                    stream.flush().await?;
-                    let _ = stream.shutdown().await;
-                    return Ok(());
-                }
+                Action::Close => return Flow::Close,
+                Action::StartTls => return Flow::StartTls,
             }
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            stream.flush().await?;
-            out.clear();
+        Flow::Continue
+    }
+
+    /// The replies of a session that is closing (no store work can be asked for then).
+    fn replies(&mut self, out: &mut Vec<u8>) -> Flow {
+        while let Some(action) = self.session.next_action() {
+            match action {
+                Action::Reply(reply) => reply.write_to(out),
+                Action::Close => return Flow::Close,
+                Action::Lookup(_) | Action::Spool(_) | Action::Deliver(_) | Action::StartTls => {}
+            }
         }
-        let deadline = (Instant::now() + idle).min(session_end);
-        tokio::select! {
-            read = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match read {
-                Ok(Ok(0)) => {
-                    debug!(%peer, in_data = session.in_data(), "client closed the connection");
-                    return Ok(());
-                }
-                Ok(Ok(n)) => session.feed(&buf[..n]),
-                Ok(Err(error)) => return Err(error.into()),
-                Err(_) => {
-                    debug!(%peer, "SMTP session timed out");
-                    session.timed_out();
-                }
-            },
-            () = &mut shutdown => session.shutting_down(),
+        Flow::Close
+    }
+}
+
+#[async_trait::async_trait]
+impl Adapter for Smtp {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        // The greeting only: nothing else is queued before input.
+        while let Some(Action::Reply(reply)) = self.session.next_action() {
+            reply.write_to(out);
         }
     }
+
+    async fn input(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Flow {
+        self.session.feed(bytes);
+        self.pump(out).await
+    }
+
+    fn tls_started(&mut self, _out: &mut Vec<u8>) {
+        self.transport.tls = true;
+        self.session.tls_started();
+    }
+
+    fn timed_out(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.session.timed_out();
+        self.replies(out)
+    }
+
+    fn shutting_down(&mut self, out: &mut Vec<u8>) -> Flow {
+        // A message being sent is received and stored first; `421` follows its `250`.
+        if self.session.in_data() {
+            return Flow::Continue;
+        }
+        self.session.shutting_down();
+        self.replies(out)
+    }
+
+    fn authenticated(&self) -> bool {
+        // No login on an MX: the RFC 5321 command timer applies from the start.
+        true
+    }
+}
+
+/// Serves one clear-text SMTP connection on any stream under the driver, with `limits`' timers
+/// (tests and tools; the listeners build their connections themselves).
+pub async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut timeouts = Timeouts::new(limits.idle_timeout);
+    timeouts.login_idle = limits.idle_timeout;
+    timeouts.session = limits.session_timeout;
+    let conn = Connection {
+        peer,
+        protocol: "smtp",
+        starttls: None,
+        timeouts,
+        shutdown: Shutdown::after(shutdown),
+        refuse_proxy_header: false,
+    };
+    let adapter = Smtp::with_limits(ctx, Transport::plain(peer), limits);
+    driver::run(adapter, Stream::plain(stream), conn).await
 }
 
 /// Where `address` delivers: a local mailbox, an unknown user of a hosted domain, or a domain
@@ -116,5 +184,104 @@ pub async fn lookup(store: &Store, address: &str) -> Lookup {
             warn!(%error, "recipient lookup failed");
             Lookup::Failed
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transcript(session: &mut Session) -> String {
+        let mut text = String::new();
+        while let Some(action) = session.next_action() {
+            match action {
+                Action::Reply(reply) => text.push_str(&reply.to_wire()),
+                Action::StartTls => text.push_str("<starttls>"),
+                Action::Close => text.push_str("<close>"),
+                Action::Lookup(_) | Action::Spool(_) | Action::Deliver(_) => {
+                    text.push_str("<store>")
+                }
+            }
+        }
+        text
+    }
+
+    fn session(security: Security) -> Session {
+        let mut session = Session::new("mx.test", "192.0.2.1".parse().unwrap(), Limits::default())
+            .with_security(security);
+        transcript(&mut session);
+        session
+    }
+
+    #[test]
+    fn starttls_drops_what_was_pipelined_after_it() {
+        let mut s = session(Security {
+            starttls: true,
+            ..Security::default()
+        });
+        s.feed(b"EHLO c.test\r\nSTARTTLS\r\nNOOP\r\nMAIL FROM:<a@b.test>\r\n");
+        let before = transcript(&mut s);
+        assert!(
+            before.contains("250-STARTTLS\r\n") || before.contains("250 STARTTLS\r\n"),
+            "{before}"
+        );
+        assert!(
+            before.ends_with("220 2.0.0 Ready to start TLS\r\n<starttls>"),
+            "{before}"
+        );
+        s.tls_started();
+        assert_eq!(
+            transcript(&mut s),
+            "",
+            "NOOP and MAIL sent before the handshake are gone"
+        );
+        s.feed(b"MAIL FROM:<a@b.test>\r\n");
+        let after = transcript(&mut s);
+        assert!(
+            after.starts_with("503 "),
+            "EHLO again first (RFC 3207): {after}"
+        );
+        s.feed(b"EHLO c.test\r\nSTARTTLS\r\n");
+        let after = transcript(&mut s);
+        assert!(
+            !after.contains("STARTTLS\r\n"),
+            "not offered twice: {after}"
+        );
+        assert!(!after.contains("<starttls>"), "{after}");
+    }
+
+    #[test]
+    fn submission_refuses_mail_without_tls_and_auth() {
+        let mut s = session(Security {
+            starttls: true,
+            submission: true,
+            ..Security::default()
+        });
+        s.feed(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
+        let text = transcript(&mut s);
+        assert!(
+            text.ends_with("530 5.7.0 Must issue a STARTTLS command first\r\n"),
+            "{text}"
+        );
+        s.tls_started();
+        s.feed(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
+        let text = transcript(&mut s);
+        assert!(
+            text.ends_with("530 5.7.0 Authentication required\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn mx_without_tls_offers_no_starttls() {
+        let mut s = session(Security::default());
+        s.feed(b"EHLO c.test\r\nSTARTTLS\r\n");
+        let text = transcript(&mut s);
+        assert!(
+            !text.contains("250-STARTTLS") && !text.contains("250 STARTTLS"),
+            "{text}"
+        );
+        assert!(text.contains("502 "), "{text}");
+        assert!(!text.contains("<starttls>"), "{text}");
     }
 }

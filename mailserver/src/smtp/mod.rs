@@ -5,9 +5,9 @@
 //!   delivery); no sockets, so tests drive it with byte scripts.
 //! - [`envelope`]: MAIL and RCPT; [`data`]: the DATA receiver; [`trace`]: `Received` headers;
 //!   [`reply`]: every code and enhanced code.
-//! - [`connection`]: the loop between a socket, the session and the store, with the timeouts.
+//! - [`connection`]: the adapter between the connection driver, the session and the store.
 //!
-//! STARTTLS, AUTH, BDAT and relaying answer `502` for now; the session keeps the hooks for them
+//! AUTH, BDAT and relaying answer `502` for now; the session keeps the hooks for them
 //! (one `match` arm each), and the checks of the delivery pipeline belong between the end of
 //! DATA and [`Action::Deliver`].
 
@@ -21,18 +21,12 @@ pub mod session;
 pub mod spool;
 pub mod trace;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-
 pub use reply::{Reject, Reply};
-pub use session::{Action, Delivery, Lookup, Session};
+pub use session::{Action, Delivery, Lookup, Security, Session};
 
-use crate::Context;
 use crate::context::Settings;
-use crate::listener::Shutdown;
 
 /// The limits of one SMTP session.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,18 +69,4 @@ impl Limits {
             spool_threshold: 256 * 1024,
         }
     }
-}
-
-/// Serves one SMTP connection until the client leaves; on shutdown the client gets `421`.
-pub async fn handle<S>(
-    stream: S,
-    peer: SocketAddr,
-    ctx: Arc<Context>,
-    shutdown: Shutdown,
-) -> anyhow::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let limits = Limits::from_settings(&ctx.settings);
-    connection::serve(stream, peer, ctx, limits, shutdown.wait()).await
 }

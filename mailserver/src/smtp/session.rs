@@ -36,6 +36,20 @@ pub enum Action {
     Deliver(Delivery),
     /// Close the connection (after sending the replies before this).
     Close,
+    /// Run the TLS handshake, then call [`Session::tls_started`]. Input after STARTTLS was
+    /// dropped (CVE-2011-0411).
+    StartTls,
+}
+
+/// What the listener offers and requires (see [`Session::with_security`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Security {
+    /// STARTTLS can be offered now.
+    pub starttls: bool,
+    /// TLS is active.
+    pub tls: bool,
+    /// A submission listener: mail needs authentication (and TLS first).
+    pub submission: bool,
 }
 
 /// A complete message, trace headers included, and the mailboxes it goes to.
@@ -136,6 +150,7 @@ pub struct Session {
     pub(super) tx: Option<Transaction>,
     errors: usize,
     out: VecDeque<Action>,
+    security: Security,
 }
 
 impl Session {
@@ -157,7 +172,22 @@ impl Session {
             tx: None,
             errors: 0,
             out,
+            security: Security::default(),
         }
+    }
+
+    /// Sets what the listener offers and requires.
+    pub fn with_security(mut self, security: Security) -> Self {
+        self.security = security;
+        self
+    }
+
+    /// The handshake after [`Action::StartTls`] is done: back to the start (RFC 3207 §4.2).
+    pub fn tls_started(&mut self) {
+        self.security.tls = true;
+        self.security.starttls = false;
+        self.helo = None;
+        self.tx = None;
     }
 
     /// Uses `clock` for the `Received` date (tests).
@@ -243,7 +273,7 @@ impl Session {
         match &action {
             Action::Lookup(address) => self.mode = Mode::Lookup(address.clone()),
             Action::Deliver(delivery) => self.mode = Mode::Deliver(delivery.id.clone()),
-            Action::Reply(_) | Action::Spool(_) | Action::Close => {}
+            Action::Reply(_) | Action::Spool(_) | Action::Close | Action::StartTls => {}
         }
         self.out.push_back(action);
     }
@@ -325,7 +355,25 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.hello(&host, true),
             Request::Helo { host } => self.hello(&host, false),
+            // AUTH comes with another issue; until then submission takes no mail at all.
+            Request::Mail { .. } if self.security.submission && !self.security.tls => {
+                self.reply(Reply::new(
+                    530,
+                    Some([5, 7, 0]),
+                    "Must issue a STARTTLS command first",
+                ));
+            }
+            Request::Mail { .. } if self.security.submission => {
+                self.reply(Reply::new(530, Some([5, 7, 0]), "Authentication required"));
+            }
             Request::Mail { from } => self.mail(from),
+            Request::StartTls if self.security.starttls => {
+                self.reply(Reply::new(220, Some([2, 0, 0]), "Ready to start TLS"));
+                self.out.push_back(Action::StartTls);
+                // Nothing sent in clear text after STARTTLS may count after the handshake.
+                self.input.clear();
+                self.start = 0;
+            }
             Request::Rcpt { to } => self.rcpt(to),
             Request::Data => self.data_start(),
             Request::Rset => {
@@ -367,7 +415,11 @@ impl Session {
             extended,
         });
         let reply = if extended {
-            Reply::ehlo(&self.hostname, host, self.limits.max_message_size)
+            let mut reply = Reply::ehlo(&self.hostname, host, self.limits.max_message_size);
+            if self.security.starttls {
+                reply.lines.push("STARTTLS".to_string());
+            }
+            reply
         } else {
             Reply::new(250, None, self.hostname.clone())
         };
@@ -494,6 +546,7 @@ pub(in crate::smtp) mod tests {
                         session.delivered(store_ok);
                     }
                     Action::Close => transcript.push_str("<close>"),
+                    Action::StartTls => transcript.push_str("<starttls>"),
                 }
             }
             match chunks.next() {

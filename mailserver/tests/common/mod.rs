@@ -23,6 +23,7 @@ use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mail_blobstore::FsBlobStore;
 use mailserver::auth::Authenticator;
 use mailserver::context::Settings;
+use mailserver::server::ServerConfig;
 use mailserver::store::{MessageMeta, Store};
 use mailserver::{Addresses, Context, RunningServer};
 use sqlx::PgPool;
@@ -67,9 +68,17 @@ pub struct Builder {
     domains: Vec<Domain>,
     mailboxes: Vec<Mailbox>,
     folders: Vec<Folder>,
+    server: Option<ServerConfig>,
 }
 
 impl Builder {
+    /// Listeners and connection rules other than clear-text SMTP, IMAP and POP3 (addresses
+    /// with port 0 get a free port).
+    pub fn server(mut self, config: ServerConfig) -> Self {
+        self.server = Some(config);
+        self
+    }
+
     /// The name the server calls itself (default: [`Settings::default`]'s).
     pub fn hostname(mut self, hostname: &str) -> Self {
         self.hostname = hostname.to_string();
@@ -132,7 +141,7 @@ impl Builder {
     }
 
     /// Creates the database rows and buckets, then starts SMTP, IMAP and POP3 on 127.0.0.1:0.
-    pub async fn start(self) -> TestServer {
+    pub async fn start(mut self) -> TestServer {
         // Blocking: the first call in a process starts PostgreSQL.
         let url = tokio::task::spawn_blocking(mail_testkit::fresh_database)
             .await
@@ -184,11 +193,17 @@ impl Builder {
                 .await;
         }
         let any = "127.0.0.1:0".parse().expect("address");
-        let server = RunningServer::start(ctx.clone(), Addresses::all(any))
+        let config = self
+            .server
+            .take()
+            .unwrap_or_else(|| ServerConfig::plain(Addresses::all(any)));
+        let server = RunningServer::start_with(ctx.clone(), config)
             .await
             .expect("server starts");
         TestServer {
-            server,
+            addresses: server.addresses,
+            listeners: server.listeners.clone(),
+            server: Some(server),
             ctx,
             _blobs: blobs,
         }
@@ -219,7 +234,10 @@ async fn mailbox_id(pool: &PgPool, address: &str) -> i64 {
 
 /// A running server on its own database and blob directory.
 pub struct TestServer {
-    server: RunningServer,
+    /// `None` once drained (the database and blobs stay for inspection).
+    server: Option<RunningServer>,
+    addresses: Addresses,
+    listeners: Vec<mailserver::listener::ListenerSpec>,
     ctx: Arc<Context>,
     _blobs: tempfile::TempDir,
 }
@@ -232,12 +250,27 @@ impl TestServer {
             domains: Vec::new(),
             mailboxes: Vec::new(),
             folders: Vec::new(),
+            server: None,
         }
     }
 
     /// Where SMTP, IMAP and POP3 listen.
     pub fn addresses(&self) -> Addresses {
-        self.server.addresses
+        self.addresses
+    }
+
+    /// The bound address of the first listener labelled `label` (`imaps`, `submission`...).
+    pub fn listener(&self, label: &str) -> std::net::SocketAddr {
+        self.listeners
+            .iter()
+            .find(|l| l.label() == label)
+            .map(|l| l.address)
+            .unwrap_or_else(|| panic!("no {label} listener"))
+    }
+
+    /// The filesystem blob store's directory (for a second server process on the same store).
+    pub fn blob_dir(&self) -> &Path {
+        self._blobs.path()
     }
 
     pub fn ctx(&self) -> &Arc<Context> {
@@ -294,7 +327,15 @@ impl TestServer {
     }
 
     pub async fn stop(self) {
-        self.server.shutdown().await;
+        self.drain().await;
+    }
+
+    /// Shuts the server down (drain, as on SIGTERM) and keeps the database and blobs.
+    pub async fn drain(mut self) -> Self {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        self
     }
 }
 
