@@ -99,6 +99,25 @@ pub async fn conclude<K, S>(
     obj: &K,
     current: Option<&S>,
     verdict: &Verdict,
+    next: S,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    S: WithConditions,
+{
+    conclude_with(ctx, obj, current, verdict, Vec::new(), next).await
+}
+
+/// [`conclude`] with more conditions after Ready (their Events are not published).
+pub async fn conclude_with<K, S>(
+    ctx: &Context,
+    obj: &K,
+    current: Option<&S>,
+    verdict: &Verdict,
+    more: Vec<Condition>,
     mut next: S,
 ) -> Result<Action, Error>
 where
@@ -115,7 +134,9 @@ where
         obj.meta().generation,
         Time(Timestamp::now()),
     );
-    next.set_conditions(vec![ready.clone()]);
+    let mut conditions = vec![ready.clone()];
+    conditions.extend(more);
+    next.set_conditions(conditions);
     publish(ctx, obj, current, current_conditions, &next, &ready).await?;
     Ok(Action::requeue(if verdict.ready {
         RESYNC
