@@ -92,27 +92,10 @@ with_conditions!(
     mail_resources::DkimKeyStatus
 );
 
-/// The last step of every apply: `next` gets the Ready condition for `verdict` and is
-/// published; a Ready object is looked at again after [`RESYNC`], another sooner.
+/// The last step of every apply: `next` gets the Ready condition for `verdict`, then `more`
+/// conditions (no Events for those), and is published; a Ready object is looked at again after
+/// [`RESYNC`], another sooner.
 pub async fn conclude<K, S>(
-    ctx: &Context,
-    obj: &K,
-    current: Option<&S>,
-    verdict: &Verdict,
-    next: S,
-) -> Result<Action, Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug,
-    S: WithConditions,
-{
-    conclude_with(ctx, obj, current, verdict, Vec::new(), next).await
-}
-
-/// [`conclude`] with more conditions after Ready (their Events are not published).
-pub async fn conclude_with<K, S>(
     ctx: &Context,
     obj: &K,
     current: Option<&S>,

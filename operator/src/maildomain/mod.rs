@@ -86,7 +86,7 @@ async fn apply(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
             Time(k8s_openapi::jiff::Timestamp::now()),
         ));
     }
-    let action = status::conclude_with(ctx, domain, current, &verdict, more, next).await?;
+    let action = status::conclude(ctx, domain, current, &verdict, more, next).await?;
     // Until DNS serves the records, look again sooner than the resync.
     Ok(if published {
         action
