@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # End to end on a kind cluster: build and load the images, install PostgreSQL and Garage, the
-# chart, apply examples/, and wait until every resource is Ready. Needs docker, kind, kubectl
-# and helm. NOT run on the project machines (no container engine there): see docs/operator.md.
-#
-# Not yet: sending and reading a message through the Service. The operator does not own the
-# mail-server fleet yet, so there is no Service to send through.
+# chart (the operator and the mail-server fleet it owns), apply examples/, wait until every
+# resource is Ready, then send a message through the fleet's Service with smtplib and read it
+# back with imaplib. Needs docker, kind, kubectl, helm and python3. NOT run on the project
+# machines (no container engine there): see docs/operator.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -42,7 +41,8 @@ kubectl -n "$ns" create secret generic mail-s3 --from-literal=secret-access-key=
 helm upgrade --install mail charts/mail-platform --namespace "$ns" \
     --set image.repository=kubemail/mail-operator --set image.tag="$tag" \
     --set image.pullPolicy=Never --set mailHost=mail.example.test \
-    --set s3.endpoint=http://garage.$ns.svc:3900 --set s3.accessKeyId="$s3_key_id"
+    --set s3.endpoint=http://garage.$ns.svc:3900 --set s3.accessKeyId="$s3_key_id" \
+    --set fleet.image="kubemail/mailserver:$tag" --set fleet.minReplicas=2
 kubectl -n "$ns" rollout status deployment/mail-operator --timeout=180s
 
 kubectl -n "$ns" apply -f examples/
@@ -52,3 +52,26 @@ done
 kubectl -n "$ns" get maildomains,mailboxes,dkimkeys
 kubectl -n "$ns" get maildomain example-test -o jsonpath='{.status.zone}'
 echo "kind e2e: every resource Ready"
+
+# The fleet the operator owns, reached through its Service.
+until kubectl -n "$ns" get deployment/mailserver >/dev/null 2>&1; do sleep 2; done
+kubectl -n "$ns" rollout status deployment/mailserver --timeout=300s
+kubectl -n "$ns" port-forward service/mailserver 12525:25 12143:143 >/dev/null &
+forward=$!
+trap 'kill $forward' EXIT
+until python3 -c 'import socket; socket.create_connection(("127.0.0.1", 12525), 1)' 2>/dev/null; do
+    sleep 1
+done
+python3 - <<'PY'
+import imaplib, smtplib, uuid
+subject = f"kind e2e {uuid.uuid4()}"
+with smtplib.SMTP("127.0.0.1", 12525) as smtp:
+    smtp.sendmail("bob@example.test", ["alice@example.test"],
+                  f"From: bob@example.test\r\nTo: alice@example.test\r\nSubject: {subject}\r\n\r\nHello.\r\n")
+imap = imaplib.IMAP4("127.0.0.1", 12143)
+imap.login("alice@example.test", "alice-example-pw")
+imap.select("INBOX")
+typ, found = imap.search(None, "SUBJECT", f'"{subject}"')
+assert typ == "OK" and found[0].split(), found
+print("kind e2e: a message went through the Service and was read back")
+PY

@@ -4,6 +4,8 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 pub const READY: &str = "Ready";
+/// On a MailDomain: whether DNS serves the records its status lists.
+pub const DNS_PUBLISHED: &str = "DnsPublished";
 
 /// What a reconcile concluded about one object: ready, or why not (the reason is a
 /// CamelCase word the user can look up, the message says what to fix).
@@ -54,13 +56,25 @@ pub fn ready(
     generation: Option<i64>,
     now: Time,
 ) -> Condition {
+    condition(READY, previous, verdict, generation, now)
+}
+
+/// A condition of `type_` for `verdict` (`ready` meaning the condition holds), keeping the
+/// previous transition time when the status did not change.
+pub fn condition(
+    type_: &str,
+    previous: &[Condition],
+    verdict: &Verdict,
+    generation: Option<i64>,
+    now: Time,
+) -> Condition {
     let status = if verdict.ready { "True" } else { "False" };
     let last_transition_time = previous
         .iter()
-        .find(|c| c.type_ == READY && c.status == status)
+        .find(|c| c.type_ == type_ && c.status == status)
         .map_or(now, |c| c.last_transition_time.clone());
     Condition {
-        type_: READY.to_string(),
+        type_: type_.to_string(),
         status: status.to_string(),
         reason: verdict.reason.to_string(),
         message: verdict.message.clone(),

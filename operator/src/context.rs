@@ -14,6 +14,7 @@ use mail_provision::dns::DnsSettings;
 use sqlx::PgPool;
 
 use crate::error::Error;
+use crate::maildomain::DnsChecker;
 use crate::metrics::Metrics;
 
 /// The one field manager of every write this operator makes.
@@ -35,6 +36,8 @@ pub struct Context {
     pub dns: DnsSettings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Checks that DNS serves each MailDomain's records; `None` checks nothing.
+    pub dns_check: Option<DnsChecker>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -59,7 +62,16 @@ impl Context {
             options,
             dns,
             metrics,
+            dns_check: None,
             failures: Mutex::default(),
+        }
+    }
+
+    /// The same context, checking DNS with `checker`.
+    pub fn with_dns_check(self, checker: DnsChecker) -> Self {
+        Self {
+            dns_check: Some(checker),
+            ..self
         }
     }
 

@@ -15,6 +15,7 @@ use mail_resources::{DkimKey, MailDomain, Mailbox};
 
 use crate::context::Context;
 use crate::http::{self, Health};
+use crate::maildomain::DnsChecker;
 use crate::metrics::Metrics;
 use crate::reconcile::{error_policy, reconcile};
 use crate::stores::StoreArgs;
@@ -32,6 +33,10 @@ pub struct Args {
     /// The TTL of the records in each MailDomain's zone snippet.
     #[arg(long, default_value_t = 3600)]
     dns_ttl: u32,
+    /// Check that DNS serves each MailDomain's records (condition DnsPublished): `system` (the
+    /// pod's resolver), `off`, or a server as IP:PORT.
+    #[arg(long, env = "DNS_CHECK", default_value = "system")]
+    dns_check: String,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[arg(long, env = "HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     http: SocketAddr,
@@ -64,14 +69,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ttl: args.dns_ttl,
     };
     let ctx_pool = pool.clone();
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        pool,
-        blobs,
-        options,
-        dns,
-        metrics.clone(),
-    ));
+    let mut ctx = Context::new(client.clone(), pool, blobs, options, dns, metrics.clone());
+    match args.dns_check.as_str() {
+        "off" => {}
+        "system" => ctx = ctx.with_dns_check(DnsChecker::system()?),
+        server => {
+            let server = server
+                .parse()
+                .with_context(|| format!("--dns-check {server}: not system, off or IP:PORT"))?;
+            ctx = ctx.with_dns_check(DnsChecker::at(server));
+        }
+    }
+    let ctx = Arc::new(ctx);
     let health = Health {
         metrics,
         ready: Arc::new(AtomicBool::new(false)),

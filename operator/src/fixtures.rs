@@ -45,6 +45,15 @@ pub async fn context() -> (Arc<Context>, ApiHandle, tempfile::TempDir) {
     context_on(pool).await
 }
 
+/// Like [`context`], checking DNS with `checker`.
+pub async fn context_checking_dns(
+    checker: crate::maildomain::DnsChecker,
+) -> (Arc<Context>, ApiHandle, tempfile::TempDir) {
+    let (ctx, handle, blobs) = context().await;
+    let ctx = Arc::into_inner(ctx).expect("the only reference");
+    (Arc::new(ctx.with_dns_check(checker)), handle, blobs)
+}
+
 /// Like [`context`], on a given pool (an unreachable one for the error paths).
 pub async fn context_on(pool: PgPool) -> (Arc<Context>, ApiHandle, tempfile::TempDir) {
     let (client, handle) = mock_client();
@@ -84,7 +93,10 @@ pub async fn serve<T: Send + 'static>(
             // The work waits for each answer, so it cannot end with a request unanswered.
             out = &mut task => return (out.expect("the reconcile task"), seen),
             request = handle.next_request() => {
-                let (request, send) = request.expect("the client is alive while work runs");
+                let Some((request, send)) = request else {
+                    // The work dropped its last client: it is ending.
+                    return ((&mut task).await.expect("the reconcile task"), seen);
+                };
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.expect("request body");
                 let body = if bytes.is_empty() {

@@ -92,13 +92,15 @@ with_conditions!(
     mail_resources::DkimKeyStatus
 );
 
-/// The last step of every apply: `next` gets the Ready condition for `verdict` and is
-/// published; a Ready object is looked at again after [`RESYNC`], another sooner.
+/// The last step of every apply: `next` gets the Ready condition for `verdict`, then `more`
+/// conditions (no Events for those), and is published; a Ready object is looked at again after
+/// [`RESYNC`], another sooner.
 pub async fn conclude<K, S>(
     ctx: &Context,
     obj: &K,
     current: Option<&S>,
     verdict: &Verdict,
+    more: Vec<Condition>,
     mut next: S,
 ) -> Result<Action, Error>
 where
@@ -115,7 +117,9 @@ where
         obj.meta().generation,
         Time(Timestamp::now()),
     );
-    next.set_conditions(vec![ready.clone()]);
+    let mut conditions = vec![ready.clone()];
+    conditions.extend(more);
+    next.set_conditions(conditions);
     publish(ctx, obj, current, current_conditions, &next, &ready).await?;
     Ok(Action::requeue(if verdict.ready {
         RESYNC

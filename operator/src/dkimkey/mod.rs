@@ -79,7 +79,7 @@ async fn apply(key: &DkimKey, ctx: &Context) -> Result<Action, Error> {
             }
         }
     };
-    status::conclude(ctx, key, current, &verdict, next).await
+    status::conclude(ctx, key, current, &verdict, Vec::new(), next).await
 }
 
 /// The key pair in the owned Secret; a new one, in a new Secret, if there is none. An existing

@@ -59,7 +59,15 @@ async fn apply(mailbox: &Mailbox, ctx: &Context) -> Result<Action, Error> {
         used_bytes,
         ..MailboxStatus::default()
     };
-    status::conclude(ctx, mailbox, mailbox.status.as_ref(), &verdict, next).await
+    status::conclude(
+        ctx,
+        mailbox,
+        mailbox.status.as_ref(),
+        &verdict,
+        Vec::new(),
+        next,
+    )
+    .await
 }
 
 /// The password bytes (if the spec references a Secret) once the Secret and the domain exist,

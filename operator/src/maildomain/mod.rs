@@ -2,19 +2,23 @@
 //! from the domain, the mail host and the DKIM keys in PostgreSQL; pure), then the status.
 //! Deleting runs `delete_domain`, which honours `reclaimPolicy`, before the finalizer goes.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use mail_provision::dns;
 use mail_resources::{MailDomain, MailDomainStatus};
 
-use crate::conditions::Verdict;
-use crate::context::Context;
+use crate::conditions::{self, Verdict};
+use crate::context::{Context, NOT_READY_RETRY};
 use crate::error::Error;
 use crate::reconcile::Reconciled;
 use crate::status;
 
+mod dnscheck;
 mod externaldns;
 #[cfg(test)]
 mod tests;
+
+pub use dnscheck::DnsChecker;
 
 pub const FINALIZER: &str = "maildomains.mail.kubemail.io/cleanup";
 
@@ -68,7 +72,40 @@ async fn apply(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
         }
         Err(e) => Verdict::of_store_error(&e).ok_or(e)?,
     };
-    status::conclude(ctx, domain, current, &verdict, next).await
+    let mut more = Vec::new();
+    let mut published = true;
+    if let (true, Some(checker)) = (verdict.ready, &ctx.dns_check) {
+        let dns = published_verdict(checker, &next.dns_records).await;
+        published = dns.ready;
+        let previous = current.map_or(&[][..], |s| &s.conditions[..]);
+        more.push(conditions::condition(
+            conditions::DNS_PUBLISHED,
+            previous,
+            &dns,
+            domain.metadata.generation,
+            Time(k8s_openapi::jiff::Timestamp::now()),
+        ));
+    }
+    let action = status::conclude(ctx, domain, current, &verdict, more, next).await?;
+    // Until DNS serves the records, look again sooner than the resync.
+    Ok(if published {
+        action
+    } else {
+        Action::requeue(NOT_READY_RETRY)
+    })
+}
+
+async fn published_verdict(checker: &DnsChecker, records: &[mail_resources::DnsRecord]) -> Verdict {
+    let served = checker.served(records).await;
+    let missing = dnscheck::missing(records, &served);
+    if missing.is_empty() {
+        Verdict::ready("Published", "DNS serves every record in dnsRecords")
+    } else {
+        Verdict::not_ready(
+            "DnsNotPublished",
+            format!("DNS does not serve: {}", missing.join(", ")),
+        )
+    }
 }
 
 async fn cleanup(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
