@@ -12,8 +12,7 @@ use tracing::{info, warn};
 use super::Limits;
 use super::session::{Action, Lookup, Security, Session};
 use crate::Context;
-use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts};
-use crate::listener::{Role, Transport};
+use crate::driver::{self, Adapter, Connection, Flow, Role, Shutdown, Stream, Timeouts, Transport};
 use crate::store::{Store, normalize_address};
 
 /// One SMTP connection as the driver sees it.
