@@ -7,6 +7,7 @@
 //! socket; the driver never knows a command.
 
 mod stream;
+mod transport;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
 pub use stream::Stream;
+pub use transport::{Role, Transport};
 
 /// Tells a connection that the server is shutting down, so it can say goodbye (`421`,
 /// `* BYE`) instead of being cut off when the grace period runs out.

@@ -20,8 +20,7 @@ use super::prelogin::Guard;
 use super::reply::{self, Kind};
 use super::session::{Session, State};
 use crate::Context;
-use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts};
-use crate::listener::Transport;
+use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts, Transport};
 
 /// A client silent this long is logged out (RFC 3501 asks for at least 30 minutes).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);

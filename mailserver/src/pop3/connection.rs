@@ -11,8 +11,7 @@ use tracing::{debug, info, warn};
 use super::reply;
 use super::session::{Action, Credentials, LoginOutcome, Maildrop, Session};
 use crate::Context;
-use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts};
-use crate::listener::Transport;
+use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts, Transport};
 
 /// Longest line read, line end included. RFC 2449 limits commands to 255 octets but RFC 5034
 /// lifts that for SASL responses; this is enough for both and bounds memory per connection.

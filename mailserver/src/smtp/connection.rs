@@ -13,8 +13,7 @@ use super::Limits;
 use super::session::{Action, Lookup, Security, Session};
 use super::spool::Spool;
 use crate::Context;
-use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts};
-use crate::listener::{Role, Transport};
+use crate::driver::{self, Adapter, Connection, Flow, Role, Shutdown, Stream, Timeouts, Transport};
 use crate::store::{Store, normalize_address};
 
 /// One SMTP connection as the driver sees it.
