@@ -67,6 +67,13 @@ impl Conn {
     }
 }
 
+/// The loopback address of simulated client `n` (127.0.1.x and up): many clients on one
+/// machine, each with its own address, as per-address limits expect.
+pub fn client_address(n: usize) -> Option<std::net::IpAddr> {
+    let n = u32::try_from(n % 60_000).unwrap_or(0) + 256;
+    Some(std::net::Ipv4Addr::from(0x7f00_0000 | n).into())
+}
+
 /// Connects to `addr`, from the loopback address `from` when given (so that load from several
 /// "clients" on one machine is told apart by per-address rules).
 pub async fn connect_from(
@@ -92,7 +99,15 @@ pub struct Smtp(Conn);
 
 impl Smtp {
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
-        let mut smtp = Self(Conn::connect(addr).await?);
+        Self::connect_from(addr, None).await
+    }
+
+    /// As [`Smtp::connect`], from the loopback address `from`.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        from: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Self> {
+        let mut smtp = Self(Conn::from_stream(connect_from(addr, from).await?)?);
         smtp.expect(220).await?;
         smtp.command("EHLO bench.client", 250).await?;
         Ok(smtp)
@@ -160,7 +175,15 @@ pub struct Imap {
 
 impl Imap {
     pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
-        let mut conn = Conn::connect(addr).await?;
+        Self::connect_from(addr, None).await
+    }
+
+    /// As [`Imap::connect`], from the loopback address `from`.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        from: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<Self> {
+        let mut conn = Conn::from_stream(connect_from(addr, from).await?)?;
         let greeting = conn.line().await?;
         if !greeting.starts_with("* OK") {
             bail!("IMAP greeting {greeting:?}");
@@ -193,7 +216,17 @@ impl Imap {
     }
 
     pub async fn login(addr: SocketAddr, user: &str, password: &str) -> anyhow::Result<Self> {
-        let mut imap = Self::connect(addr).await?;
+        Self::login_from(addr, None, user, password).await
+    }
+
+    /// As [`Imap::login`], from the loopback address `from`.
+    pub async fn login_from(
+        addr: SocketAddr,
+        from: Option<std::net::IpAddr>,
+        user: &str,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let mut imap = Self::connect_from(addr, from).await?;
         let reply = imap
             .command(&format!("LOGIN \"{user}\" \"{password}\""))
             .await?;

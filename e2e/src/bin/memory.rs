@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use mail_e2e::bench::process::{PeakSampler, ServerProcess};
 use mail_e2e::bench::users::{self, User};
-use mail_e2e::bench::wire::{Imap, Smtp};
+use mail_e2e::bench::wire::{Imap, Smtp, client_address};
 use tokio::task::JoinSet;
 
 #[derive(Parser, Debug)]
@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
             format!("{}@{}", sinks[n % SINKS], users::DOMAIN)
         };
         sessions.spawn(async move {
-            let mut client = Smtp::connect(smtp).await?;
+            let mut client = Smtp::connect_from(smtp, client_address(n)).await?;
             // A distinct header per message, so no two bodies share a content key.
             let header = format!("X-Bench-Message: {n}\r\n");
             let mut message = Vec::with_capacity(header.len() + body.len());
@@ -149,12 +149,13 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = JoinSet::new();
-    for _ in 0..args.login_concurrency.max(1) {
+    for worker in 0..args.login_concurrency.max(1) {
         let next = next.clone();
         let total = args.logins;
         workers.spawn(async move {
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
-                Imap::login(imap, "login@bench.test", &users::password("login"))
+                let from = client_address(worker);
+                Imap::login_from(imap, from, "login@bench.test", &users::password("login"))
                     .await?
                     .logout()
                     .await?;
