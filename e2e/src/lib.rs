@@ -2,6 +2,8 @@
 //! `e2e/clients/` against a running server.
 #![forbid(unsafe_code)]
 
+pub mod bench;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;

@@ -17,8 +17,8 @@ use crate::config::Config;
 pub struct Backends {
     pub pool: PgPool,
     pub blobs: Arc<dyn BlobStore>,
-    /// `address, password` of mailboxes whose manifests carry a plain password (the embedded
-    /// default prints them).
+    /// `address, password` of the example users (at reserved example domains, with a plain
+    /// password in their manifests); the embedded default prints them.
     pub example_logins: Vec<(String, String)>,
     embedded_pg: Option<LocalPostgres>,
     _scratch: Option<tempfile::TempDir>,
@@ -140,7 +140,7 @@ fn redact(url: &str) -> String {
 }
 
 /// Applies the manifests of `dir` by the operator's reconcile core (local mode) and returns
-/// the logins whose Secrets hold a plain password, for the embedded default to print.
+/// the example users' logins, for the embedded default to print.
 async fn apply_manifests(
     pool: &PgPool,
     blobs: &dyn BlobStore,
@@ -156,21 +156,81 @@ async fn apply_manifests(
     };
     let report = mail_provision::sync(pool, blobs, &loaded.desired, &options).await?;
     info!(?report, dir = %dir.display(), "manifests applied");
-    let desired = &loaded.desired;
-    Ok(desired
+    Ok(example_logins(&loaded.desired))
+}
+
+/// `address, password` of the example users: mailboxes at a domain reserved for examples
+/// (RFC 2606, RFC 6761) whose Secrets hold a plain password. Anyone else's password stays
+/// unprinted, whatever directory the server is given.
+fn example_logins(desired: &mail_provision::Desired) -> Vec<(String, String)> {
+    desired
         .mailboxes
         .iter()
+        .filter(|mailbox| {
+            let address = mailbox.spec.address.to_ascii_lowercase();
+            address
+                .rsplit_once('@')
+                .is_some_and(|(_, domain)| is_example_domain(domain))
+        })
         .filter_map(|mailbox| {
             let password = std::str::from_utf8(desired.password_of(mailbox)?).ok()?;
             (!password.starts_with("$argon2"))
                 .then(|| (mailbox.spec.address.to_lowercase(), password.to_string()))
         })
-        .collect())
+        .collect()
+}
+
+/// Whether `domain` (lower case) can never be a real one: the special-use TLDs and the
+/// example second-level domains.
+fn is_example_domain(domain: &str) -> bool {
+    let domain = domain.trim_end_matches('.');
+    let tld = domain.rsplit('.').next().unwrap_or_default();
+    matches!(tld, "test" | "example" | "invalid" | "localhost")
+        || ["example.com", "example.net", "example.org"]
+            .iter()
+            .any(|d| domain == *d || domain.ends_with(&format!(".{d}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prints_only_the_example_users_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut manifests = String::new();
+        for (domain, user) in [
+            ("example.test", "alice"),
+            ("corp.acme.io", "carol"),
+            ("example.com", "dave"),
+            ("shop.example", "erin"),
+            ("example.test.acme.io", "frank"),
+        ] {
+            manifests.push_str(&format!(
+                "apiVersion: mail.kubemail.io/v1alpha1\nkind: MailDomain\n\
+                 metadata: {{name: {user}-d}}\nspec: {{domain: {domain}}}\n---\n\
+                 apiVersion: mail.kubemail.io/v1alpha1\nkind: Mailbox\n\
+                 metadata: {{name: {user}}}\n\
+                 spec: {{address: {user}@{domain}, passwordSecretRef: {{name: {user}}}}}\n---\n\
+                 apiVersion: v1\nkind: Secret\nmetadata: {{name: {user}}}\n\
+                 stringData: {{password: {user}-pw}}\n---\n"
+            ));
+        }
+        std::fs::write(dir.path().join("all.yaml"), manifests).unwrap();
+        let loaded = mail_provision::manifests::load_dir(dir.path()).unwrap();
+        let printed: Vec<String> = example_logins(&loaded.desired)
+            .into_iter()
+            .map(|(address, _)| address)
+            .collect();
+        assert_eq!(
+            printed,
+            [
+                "alice@example.test",
+                "dave@example.com",
+                "erin@shop.example"
+            ]
+        );
+    }
 
     #[test]
     fn redacts_passwords() {

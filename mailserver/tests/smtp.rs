@@ -198,17 +198,19 @@ async fn failed_store_answers_451_and_delivers_nothing() {
     fx.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn quota_is_checked_at_rcpt_and_after_data() {
-    let fx = start().await;
+/// Offers small@ a message of `declared` bytes at RCPT (SIZE=) and then, without SIZE=, one
+/// with a body of `body` bytes; both must be refused with `reply`.
+async fn refused_both_ways(fx: &TestServer, declared: usize, body: usize, reply: &str) {
     let mut c = Client::connect(fx.addresses().smtp).await;
     c.expect("220 mx.test ESMTP ready").await;
-    c.send("EHLO client.test\r\nMAIL FROM:<s@remote.test> SIZE=601\r\nRCPT TO:<small@example.test>\r\nRSET\r\n")
-        .await;
+    c.send(&format!(
+        "EHLO client.test\r\nMAIL FROM:<s@remote.test> SIZE={declared}\r\n\
+         RCPT TO:<small@example.test>\r\nRSET\r\n"
+    ))
+    .await;
     c.reply().await;
     c.expect("250 2.1.0 Ok").await;
-    c.expect("552 5.2.2 <small@example.test>: mailbox full")
-        .await;
+    c.expect(reply).await;
     c.expect("250 2.0.0 Ok").await;
     // Without SIZE= the message is refused once its real size is known.
     c.send("MAIL FROM:<s@remote.test>\r\nRCPT TO:<small@example.test>\r\nDATA\r\n")
@@ -218,13 +220,27 @@ async fn quota_is_checked_at_rcpt_and_after_data() {
     c.expect("354 End data with <CR><LF>.<CR><LF>").await;
     c.send(&format!(
         "Subject: big\r\n\r\n{}\r\n.\r\nQUIT\r\n",
-        "x".repeat(500)
+        "x".repeat(body)
     ))
     .await;
-    c.expect("552 5.2.2 <small@example.test>: mailbox full")
-        .await;
+    c.expect(reply).await;
     c.expect("221 2.0.0 mx.test closing connection").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quota_is_checked_at_rcpt_and_after_data() {
+    let fx = start().await;
+    // Larger than the whole quota: permanent.
+    let too_big = "552 5.2.2 <small@example.test>: message exceeds the mailbox quota";
+    refused_both_ways(&fx, 601, 500, too_big).await;
     assert!(fx.inbox("small@example.test").await.is_empty());
+
+    // Once the mailbox is partly full, a message that would fit an empty one is refused for
+    // now (452 4.2.2, RFC 3463): the sender retries after the user made room.
+    fx.deliver("small@example.test", &[b'x'; 400]).await;
+    let full = "452 4.2.2 <small@example.test>: mailbox full, try again later";
+    refused_both_ways(&fx, 300, 100, full).await;
+    assert_eq!(fx.inbox("small@example.test").await.len(), 1);
     fx.stop().await;
 }
 

@@ -170,6 +170,23 @@ async fn append_copy_and_move_keep_bytes_flags_and_counts() {
     assert_eq!(refcount(&world, &one).await, 2, "a move adds no reference");
     assert_eq!(world.used_bytes(ALICE).await, 2 * size, "nor bytes");
 
+    // Streamed and ranged reads give the same bytes as a whole read.
+    let meta = &store.messages(trash.id).await.unwrap()[0];
+    let mut streamed = Vec::new();
+    let mut reader = store.open_body(meta).await.unwrap();
+    tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut streamed)
+        .await
+        .unwrap();
+    assert_eq!(streamed, one);
+    assert_eq!(
+        store.read_body_range(meta, 9..12).await.unwrap(),
+        &one[9..12]
+    );
+    assert_eq!(
+        store.read_body_range(meta, 290..400).await.unwrap(),
+        &one[290..]
+    );
+
     // UIDs are never reused in a folder.
     let third = store
         .append(inbox.mailbox_id, inbox.id, &one, &[], None)

@@ -2,10 +2,11 @@
 //! handshake with acceptors built from PEM files, self-signed, chosen by SNI and reloaded.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
-use mailserver::tls::{CertKeyPaths, Certificates, Versions, fingerprint};
+use mailserver::tls::{CertKeyPaths, Certificates, Versions, expiry_warning, fingerprint};
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -102,6 +103,15 @@ async fn self_signed_is_created_once_then_reused_and_serves_a_handshake() {
     let (_, again) = Certificates::self_signed(dir.path(), &names).unwrap();
     assert_eq!(first, again, "the second start must reuse the certificate");
     assert_eq!(first.len(), 32 * 3 - 1);
+    let mode = std::fs::metadata(dir.path().join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the private key must be readable by its owner only"
+    );
 
     let openssl = std::process::Command::new("openssl")
         .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
@@ -118,6 +128,11 @@ async fn self_signed_is_created_once_then_reused_and_serves_a_handshake() {
         .unwrap();
     assert_eq!(presented(&client), first);
     assert_eq!(echo(&mut client, "hello").await, "hello\n");
+
+    // Half a pair is not reused: both files are made afresh.
+    std::fs::remove_file(dir.path().join("tls.key")).unwrap();
+    let (_, remade) = Certificates::self_signed(dir.path(), &names).unwrap();
+    assert_ne!(remade, first);
 }
 
 /// A certificate and key made by rcgen for `names`, written as `tls.crt`/`tls.key` in `dir`.
@@ -203,12 +218,16 @@ async fn tls12_is_refused_by_tls13_only_and_accepted_by_tls12_and_13() {
     assert!(ok && output.contains("New, TLSv1.3"), "{output}");
 }
 
-/// Runs `openssl s_client` asking for `sni` with `args`; whether it handshook, and what it
+/// Runs `openssl s_client` asking for `sni` (none if empty) with `args`; whether it handshook, and what it
 /// printed (the server's certificate in PEM among it).
 async fn s_client(addr: SocketAddr, sni: &str, args: &[&str]) -> (bool, String) {
     let output = tokio::process::Command::new("openssl")
-        .args(["s_client", "-servername", sni, "-connect"])
+        .args(["s_client", "-connect"])
         .arg(addr.to_string())
+        .args(match sni {
+            "" => vec!["-noservername"],
+            sni => vec!["-servername", sni],
+        })
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
@@ -263,6 +282,8 @@ async fn sni_picks_the_certificate_that_names_the_host_and_falls_back_to_the_fir
     let (ok, output) = s_client(addr, "unknown.test", &[]).await;
     assert!(ok, "{output}");
     assert_eq!(s_client_cert(&output), fingerprint(&mx));
+    let (_, output) = s_client(addr, "", &[]).await;
+    assert_eq!(s_client_cert(&output), fingerprint(&mx), "without SNI");
     let (_, output) = s_client(addr, "www.other.test", &[]).await;
     assert_eq!(s_client_cert(&output), fingerprint(&other));
 }
@@ -309,10 +330,8 @@ async fn a_corrupt_replacement_keeps_the_old_certificate() {
         err.contains("tls.crt") && err.contains("keeping the previous"),
         "{err}"
     );
-    assert!(
-        !certs.reload().unwrap(),
-        "the same bad files are reported once"
-    );
+    let again = format!("{:#}", certs.reload().unwrap_err());
+    assert_eq!(err, again, "bad files stay an error until fixed");
     assert_eq!(certs.fingerprint(), fingerprint(&old));
     let client = connect(addr, "localhost", std::slice::from_ref(&old), BOTH)
         .await
@@ -391,7 +410,12 @@ fn load_errors_name_the_file_and_the_problem() {
         (&cert, &empty, &empty, "no \"BEGIN PRIVATE KEY\" block"),
         (&key, &key, &key, "no \"BEGIN CERTIFICATE\" block"),
         (&cert, &cert, &cert, "no \"BEGIN PRIVATE KEY\" block"),
-        (&garbage, &key, &garbage, "malformed PEM"),
+        (
+            &garbage,
+            &key,
+            &garbage,
+            "no \"-----END CERTIFICATE-----\" line",
+        ),
         (&bogus, &key, &bogus, "not a valid X.509 certificate"),
         (&cert, &stray_key, &stray_key, "does not match"),
     ];
@@ -405,4 +429,48 @@ fn load_errors_name_the_file_and_the_problem() {
         assert!(message.contains(problem), "{message}");
     }
     assert!(Certificates::load(&[]).is_err());
+}
+
+/// A certificate valid from `not_before` to `not_after` (year, month, day).
+fn dated(
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+) -> rcgen::CertifiedKey<rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+    params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let signing_key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&signing_key).unwrap();
+    rcgen::CertifiedKey { cert, signing_key }
+}
+
+#[test]
+fn expired_and_expiring_certificates_are_warned_about_but_still_load() {
+    let at = |unix: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix);
+    let (jun_2019, jun_2020) = (1_559_347_200, 1_590_969_600);
+    let (jan_2029, jul_2029, dec_25_2029) = (1_861_920_000, 1_877_558_400, 1_892_851_200);
+
+    let old = dated((2019, 1, 1), (2020, 1, 1));
+    let der = old.cert.der();
+    assert_eq!(expiry_warning(der, at(jun_2019)), None);
+    let expired = expiry_warning(der, at(jun_2020));
+    assert_eq!(expired.as_deref(), Some("expired on 2020-01-01 00:00 UTC"));
+
+    let future = dated((2029, 6, 1), (2030, 1, 1));
+    let der = future.cert.der();
+    let early = expiry_warning(der, at(jan_2029));
+    assert_eq!(
+        early.as_deref(),
+        Some("not valid before 2029-06-01 00:00 UTC")
+    );
+    let soon = expiry_warning(der, at(dec_25_2029));
+    assert_eq!(soon.as_deref(), Some("expires on 2030-01-01 00:00 UTC"));
+    assert_eq!(expiry_warning(der, at(jul_2029)), None);
+
+    // Loading warns but serves: port 25 peers rarely verify, and no TLS at all is worse.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), old.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), old.signing_key.serialize_pem()).unwrap();
+    let certs = Certificates::load(&[CertKeyPaths::in_dir(dir.path())]).unwrap();
+    assert_eq!(certs.fingerprint(), fingerprint(old.cert.der()));
 }

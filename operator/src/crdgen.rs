@@ -1,4 +1,5 @@
-//! `crdgen`: the CRD YAML in `crds/` comes from the Rust types and nowhere else.
+//! `crdgen`: the CRD YAML in `crds/` and in the chart comes from the Rust types and nowhere
+//! else.
 
 use std::path::{Path, PathBuf};
 
@@ -6,33 +7,34 @@ use anyhow::{Context, bail};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The directory the CRD files go to.
-    #[arg(long, default_value = "crds")]
-    out: PathBuf,
+    /// The directories the CRD files go to (repeat the flag for several).
+    #[arg(long, default_values = ["crds", "charts/mail-platform/crds"])]
+    out: Vec<PathBuf>,
     /// Write nothing; fail naming the files that differ from what the types generate.
     #[arg(long)]
     check: bool,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    if args.check {
-        let stale = stale_files(&args.out)?;
-        if !stale.is_empty() {
-            bail!(
-                "stale CRD files in {}: {} (run `mail-operator crdgen --out {}`)",
-                args.out.display(),
-                stale.join(", "),
-                args.out.display()
-            );
+    for out in &args.out {
+        if args.check {
+            let stale = stale_files(out)?;
+            if !stale.is_empty() {
+                bail!(
+                    "stale CRD files in {}: {} (run `mail-operator crdgen --out {}`)",
+                    out.display(),
+                    stale.join(", "),
+                    out.display()
+                );
+            }
+            continue;
         }
-        return Ok(());
-    }
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    for (name, yaml) in mail_resources::crd_files() {
-        let path = args.out.join(name);
-        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}", path.display());
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        for (name, yaml) in mail_resources::crd_files() {
+            let path = out.join(name);
+            std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
     }
     Ok(())
 }
@@ -58,15 +60,17 @@ pub fn stale_files(dir: &Path) -> anyhow::Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    /// Fails when a resource type changed and `crds/` was not regenerated.
+    /// Fails when a resource type changed and `crds/` or the chart's copy was not regenerated.
     #[test]
     fn committed_crds_are_current() {
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-        let stale = stale_files(&crds).expect("crds/ readable");
-        assert!(
-            stale.is_empty(),
-            "stale: {stale:?}; run `cargo run -p mail-operator -- crdgen`"
-        );
+        for dir in ["../crds", "../charts/mail-platform/crds"] {
+            let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+            let stale = stale_files(&crds).expect("crds readable");
+            assert!(
+                stale.is_empty(),
+                "{dir} stale: {stale:?}; run `cargo run -p mail-operator -- crdgen`"
+            );
+        }
     }
 
     #[test]
@@ -74,13 +78,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().to_path_buf();
         run(&Args {
-            out: out.clone(),
+            out: vec![out.clone()],
             check: false,
         })
         .expect("writes");
         assert!(stale_files(&out).expect("reads").is_empty());
         run(&Args {
-            out: out.clone(),
+            out: vec![out.clone()],
             check: true,
         })
         .expect("current");
@@ -91,9 +95,12 @@ mod tests {
             stale_files(&out).expect("reads"),
             ["mailbox.yaml", "dkimkey.yaml (missing)"]
         );
-        let err = run(&Args { out, check: true })
-            .expect_err("stale")
-            .to_string();
+        let err = run(&Args {
+            out: vec![out],
+            check: true,
+        })
+        .expect_err("stale")
+        .to_string();
         assert!(
             err.contains("mailbox.yaml, dkimkey.yaml (missing)"),
             "{err}"

@@ -1,65 +1,33 @@
 //! `local`: manifests on disk → PostgreSQL rows and buckets, without Kubernetes.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use mail_blobstore::{BlobStore, FsBlobStore, S3BlobStore, S3Config};
+use anyhow::bail;
+use mail_blobstore::BlobStore;
 use mail_provision::{Error, Options, manifests};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
+
+use crate::stores::StoreArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The directory of manifests (`*.yaml`, `*.yml`, searched recursively).
     #[arg(long)]
     manifests: PathBuf,
-    /// PostgreSQL URL, e.g. postgres://user@host:5432/mail.
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
-    /// Keep message bodies in this directory (one subdirectory per bucket).
-    #[arg(long, conflicts_with = "s3_endpoint")]
-    blob_dir: Option<PathBuf>,
-    /// S3 endpoint URL (path-style addressing), e.g. http://127.0.0.1:3900.
-    #[arg(long, requires_all = ["s3_region", "s3_access_key_id", "s3_secret_access_key_file"])]
-    s3_endpoint: Option<String>,
-    #[arg(long)]
-    s3_region: Option<String>,
-    #[arg(long)]
-    s3_access_key_id: Option<String>,
-    /// A file holding the S3 secret access key.
-    #[arg(long)]
-    s3_secret_access_key_file: Option<PathBuf>,
-    /// Buckets are named <prefix>-<domain with dashes>.
-    #[arg(long, default_value = "mail")]
-    bucket_prefix: String,
+    #[command(flatten)]
+    stores: StoreArgs,
     /// Sync again every this many seconds instead of once.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     watch: Option<u64>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let blobs = blob_store(&args)?;
+    let blobs = args.stores.blob_store()?;
     let options = Options {
-        bucket_prefix: args.bucket_prefix.clone(),
+        bucket_prefix: args.stores.bucket_prefix.clone(),
     };
-    // One plain connection first: a pool hides why it cannot connect behind a timeout.
-    PgConnection::connect(&args.database_url)
-        .await
-        .context("connecting to PostgreSQL")?
-        .close()
-        .await
-        .context("connecting to PostgreSQL")?;
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&args.database_url)
-        .await
-        .context("connecting to PostgreSQL")?;
-    mail_provision::migrate(&pool)
-        .await
-        .context("migrating the database")?;
+    let pool = args.stores.database().await?;
 
     let Some(seconds) = args.watch else {
         return once(&pool, blobs.as_ref(), &args, &options).await;
@@ -95,29 +63,4 @@ async fn once(
         Err(Error::Invalid(problems)) => bail!("invalid manifests: {}", problems.0.join("; ")),
         Err(e) => Err(e.into()),
     }
-}
-
-fn blob_store(args: &Args) -> anyhow::Result<Arc<dyn BlobStore>> {
-    if let Some(dir) = &args.blob_dir {
-        return Ok(Arc::new(FsBlobStore::new(dir)));
-    }
-    let (Some(endpoint), Some(region), Some(key_id), Some(secret_file)) = (
-        &args.s3_endpoint,
-        &args.s3_region,
-        &args.s3_access_key_id,
-        &args.s3_secret_access_key_file,
-    ) else {
-        bail!(
-            "give --blob-dir, or --s3-endpoint with --s3-region, --s3-access-key-id and --s3-secret-access-key-file"
-        );
-    };
-    let secret = std::fs::read_to_string(secret_file)
-        .with_context(|| format!("reading {}", secret_file.display()))?;
-    Ok(Arc::new(S3BlobStore::new(&S3Config {
-        endpoint: endpoint.clone(),
-        region: region.clone(),
-        access_key_id: key_id.clone(),
-        secret_access_key: secret.trim().to_string(),
-        path_style: true,
-    })))
 }

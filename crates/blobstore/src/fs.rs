@@ -1,12 +1,14 @@
 //! Buckets as directories, blobs as files: the embedded default's store.
 
+use std::io::{Read, Seek, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use crate::{BlobError, BlobStore, check_name};
+use crate::{BlobError, BlobReader, BlobSource, BlobStore, check_name};
 
 /// Blobs under `root/<bucket>/<key>`. A put writes a temporary file, syncs it, renames it into
 /// place and syncs the directory, so a crash leaves either the whole blob or none.
@@ -38,6 +40,26 @@ async fn sync_dir(dir: &Path) -> Result<(), BlobError> {
     Ok(())
 }
 
+/// Writes the source's bytes to a new file at `path` and syncs it.
+fn write_file(path: &Path, source: &BlobSource) -> std::io::Result<()> {
+    let mut file = std::fs::File::create(path)?;
+    match source {
+        BlobSource::Bytes(bytes) => file.write_all(bytes)?,
+        BlobSource::File { path: from, len } => {
+            let mut input = std::fs::File::open(from)?;
+            input.rewind()?;
+            let copied = std::io::copy(&mut input.take(*len), &mut file)?;
+            if copied != *len {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("{} holds {copied} bytes, {len} expected", from.display()),
+                ));
+            }
+        }
+    }
+    file.sync_all()
+}
+
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn create_bucket(&self, bucket: &str) -> Result<(), BlobError> {
@@ -62,7 +84,12 @@ impl BlobStore for FsBlobStore {
             .unwrap_or(false))
     }
 
-    async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<(), BlobError> {
+    async fn put_source(
+        &self,
+        bucket: &str,
+        key: &str,
+        source: &BlobSource,
+    ) -> Result<(), BlobError> {
         let path = self.blob_path(bucket, key)?;
         let dir = self.bucket_dir(bucket)?;
         if !self.bucket_exists(bucket).await? {
@@ -71,10 +98,18 @@ impl BlobStore for FsBlobStore {
         // Unique per put: two deliveries of the same content may race to write one key.
         let n = NEXT_TMP.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".tmp-{key}-{}-{n}", std::process::id()));
-        let mut file = tokio::fs::File::create(&tmp).await?;
-        file.write_all(data).await?;
-        file.sync_all().await?;
-        drop(file);
+        let source = source.clone();
+        let written = {
+            let tmp = tmp.clone();
+            // Blocking std I/O: a file source is copied by the kernel (copy_file_range).
+            tokio::task::spawn_blocking(move || write_file(&tmp, &source))
+                .await
+                .map_err(std::io::Error::other)?
+        };
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(e.into());
+        }
         tokio::fs::rename(&tmp, &path).await?;
         sync_dir(&dir).await
     }
@@ -85,6 +120,35 @@ impl BlobStore for FsBlobStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    async fn open(&self, bucket: &str, key: &str) -> Result<Option<BlobReader>, BlobError> {
+        match tokio::fs::File::open(self.blob_path(bucket, key)?).await {
+            Ok(file) => Ok(Some(Box::pin(file))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Option<Vec<u8>>, BlobError> {
+        let mut file = match tokio::fs::File::open(self.blob_path(bucket, key)?).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        if range.end > range.start {
+            file.seek(std::io::SeekFrom::Start(range.start)).await?;
+            file.take(range.end - range.start)
+                .read_to_end(&mut out)
+                .await?;
+        }
+        Ok(Some(out))
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {

@@ -5,9 +5,13 @@
 
 mod fs;
 mod s3;
+mod source;
 
 pub use fs::FsBlobStore;
 pub use s3::{S3BlobStore, S3Config};
+pub use source::{BlobReader, BlobSource};
+
+use std::ops::Range;
 
 use async_trait::async_trait;
 
@@ -38,10 +42,30 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn delete_bucket(&self, bucket: &str) -> Result<(), BlobError>;
     /// Whether the bucket exists.
     async fn bucket_exists(&self, bucket: &str) -> Result<bool, BlobError>;
+    /// Stores the bytes of `source` under `key`, durably, replacing what was there. A file
+    /// source is streamed (S3: multipart past the part size), never read whole into memory.
+    async fn put_source(
+        &self,
+        bucket: &str,
+        key: &str,
+        source: &BlobSource,
+    ) -> Result<(), BlobError>;
     /// Stores `data` under `key`, durably, replacing what was there.
-    async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<(), BlobError>;
+    async fn put(&self, bucket: &str, key: &str, data: &[u8]) -> Result<(), BlobError> {
+        let source = BlobSource::Bytes(bytes::Bytes::copy_from_slice(data));
+        self.put_source(bucket, key, &source).await
+    }
     /// The blob's bytes, or `None` when there is no such blob.
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, BlobError>;
+    /// The blob as a stream of bytes, or `None` when there is no such blob.
+    async fn open(&self, bucket: &str, key: &str) -> Result<Option<BlobReader>, BlobError>;
+    /// The bytes `range` of the blob (cut at its end), or `None` when there is no such blob.
+    async fn get_range(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Option<Vec<u8>>, BlobError>;
     /// Removes the blob; succeeds when it is gone already.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError>;
 }

@@ -13,6 +13,9 @@ use crate::{Error, find_bin_dir, free_port, io_error};
 /// How long a start may take (a persistent cluster may replay WAL first).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a start waits for an older server on the same data dir to finish stopping (after
+/// a SIGKILL of its owner it is still writing its shutdown checkpoint).
+const OLD_SERVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tries at a racy free port before giving up on "address in use".
 const PORT_ATTEMPTS: usize = 5;
 /// `sun_path` is 108 bytes including the NUL.
@@ -66,6 +69,7 @@ impl LocalPostgres {
         if !data_dir.join("PG_VERSION").is_file() {
             init_cluster(&bin_dir, &data_dir, run_as, options.fsync)?;
         }
+        wait_for_old_server(&data_dir, OLD_SERVER_TIMEOUT)?;
         let attempts = if options.port == 0 { PORT_ATTEMPTS } else { 1 };
         let mut last_error = None;
         for _ in 0..attempts {
@@ -262,6 +266,68 @@ fn init_cluster(
         what: format!("initdb -D {}", data_dir.display()),
         message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
     })
+}
+
+/// Who holds the data dir's `postmaster.pid`.
+#[derive(Debug, PartialEq, Eq)]
+enum Holder {
+    /// No lock file, or its process is gone (postgres removes such a file itself).
+    Nobody,
+    /// A server on this data dir, still running or stopping.
+    Server(i32),
+    /// The pid now belongs to some other process: the file is stale.
+    Stranger(i32),
+}
+
+fn holder(data_dir: &Path) -> Holder {
+    let lock = data_dir.join("postmaster.pid");
+    let Some(pid) = std::fs::read_to_string(&lock)
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
+        .filter(|&pid| pid > 0)
+    else {
+        return Holder::Nobody;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => {}
+        Err(_) => return Holder::Nobody,
+    }
+    // A postmaster works in its data dir. When that cannot be read (a zombie, another
+    // user's process), assume the server, which is only waited for.
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
+    let ours = std::fs::canonicalize(data_dir).ok();
+    match (cwd, ours) {
+        (Ok(cwd), Some(ours)) if cwd != ours => Holder::Stranger(pid),
+        _ => Holder::Server(pid),
+    }
+}
+
+/// Waits (up to `timeout`) for a server that still holds `data_dir` to exit, and removes a
+/// lock file whose pid was reused by another process, so that a start right after a crash
+/// neither fails on `postmaster.pid` nor runs two servers on one data dir.
+fn wait_for_old_server(data_dir: &Path, timeout: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match holder(data_dir) {
+            Holder::Nobody => return Ok(()),
+            Holder::Stranger(pid) => {
+                tracing::warn!(pid, data_dir = %data_dir.display(), "removing a stale postmaster.pid");
+                let lock = data_dir.join("postmaster.pid");
+                return std::fs::remove_file(&lock)
+                    .map_err(io_error(format!("removing the stale {}", lock.display())));
+            }
+            Holder::Server(pid) if Instant::now() >= deadline => {
+                return Err(Error::Command {
+                    what: format!("waiting for the PostgreSQL on {}", data_dir.display()),
+                    message: format!("it (pid {pid}) still runs after {timeout:?}"),
+                });
+            }
+            Holder::Server(pid) => {
+                tracing::debug!(pid, "waiting for the previous PostgreSQL to stop");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }
 
 /// The last lines of the server log, for error messages.

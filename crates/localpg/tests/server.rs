@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use mail_localpg::{LocalPostgres, Options, find_bin_dir};
 
 const CHILD_ENV: &str = "LOCALPG_TEST_CHILD";
+/// The kept data dir a child should use (a temp dir when unset).
+const DATA_ENV: &str = "LOCALPG_TEST_DATA";
 
 fn accepts(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(1)).is_ok()
@@ -135,10 +137,22 @@ fn child_entry() {
     let Ok(how) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let pg = LocalPostgres::start(Options::default()).unwrap();
+    let options = match std::env::var_os(DATA_ENV) {
+        Some(data) => Options {
+            data_dir: Some(data.into()),
+            port: 0,
+            fsync: true,
+        },
+        None => Options::default(),
+    };
+    let pg = LocalPostgres::start(options).unwrap();
     println!("PORT={} DIR={}", pg.port(), pg.socket_dir().display());
     match how.as_str() {
         "abort" => std::process::abort(),
+        // Waits to be killed.
+        "hang" => loop {
+            std::thread::park();
+        },
         _ => {
             // As a static would be: never dropped.
             std::mem::forget(pg);
@@ -193,4 +207,105 @@ fn server_dies_with_its_process() {
         let (port, dir) = run_child(how);
         assert_gone(port, &dir);
     }
+}
+
+/// A kept data dir the server (run as `postgres` when we are root) can use.
+fn kept_data_dir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        std::os::unix::fs::chown(dir.path(), Some(user.uid.as_raw()), None).unwrap();
+    }
+    let data = dir.path().join("pgdata");
+    (dir, data)
+}
+
+fn kept(data: &Path) -> Options {
+    Options {
+        data_dir: Some(data.to_path_buf()),
+        port: 0,
+        fsync: true,
+    }
+}
+
+/// After a SIGKILL the old server is still shutting down when the next start comes: the
+/// start waits for it instead of failing on `postmaster.pid`.
+#[test]
+fn a_killed_servers_data_starts_again_at_once() {
+    let (_dir, data) = kept_data_dir();
+    let pg = LocalPostgres::start(kept(&data)).unwrap();
+    psql(&pg, "postgres", "CREATE TABLE rounds (n int)").unwrap();
+    pg.stop().unwrap();
+    for round in 0..3 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "hang")
+            .env(DATA_ENV, &data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let started = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.contains("PORT="));
+        assert!(started, "round {round}: the child did not start its server");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let pg = LocalPostgres::start(kept(&data))
+            .unwrap_or_else(|e| panic!("round {round}: no restart right after SIGKILL: {e}"));
+        psql(
+            &pg,
+            "postgres",
+            &format!("INSERT INTO rounds VALUES ({round})"),
+        )
+        .unwrap();
+        assert_eq!(
+            psql(&pg, "postgres", "SELECT count(*) FROM rounds").unwrap(),
+            (round + 1).to_string()
+        );
+        pg.stop().unwrap();
+    }
+}
+
+/// A `postmaster.pid` left by a server that is gone, whose pid now belongs to some other live
+/// process of the server's user, is stale: the start takes it over.
+#[test]
+fn a_stale_lock_file_is_taken_over() {
+    let (_dir, data) = kept_data_dir();
+    LocalPostgres::start(kept(&data)).unwrap().stop().unwrap();
+    // A process postgres may signal, so it counts as alive to it: same user.
+    let mut stranger = if nix::unistd::geteuid().is_root() {
+        Command::new("setpriv")
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--clear-groups",
+                "--",
+            ])
+            .args(["sleep", "600"])
+            .spawn()
+            .unwrap()
+    } else {
+        Command::new("sleep").arg("600").spawn().unwrap()
+    };
+    let lock = data.join("postmaster.pid");
+    let text = format!(
+        "{}\n{}\n0\n5432\n\n127.0.0.1\n",
+        stranger.id(),
+        data.display()
+    );
+    std::fs::write(&lock, text).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        std::os::unix::fs::chown(&lock, Some(user.uid.as_raw()), None).unwrap();
+    }
+    let started = LocalPostgres::start(kept(&data));
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    let pg = started.expect("a stale lock file is taken over");
+    assert!(accepts(pg.port()));
+    pg.stop().unwrap();
 }

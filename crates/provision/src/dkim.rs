@@ -1,4 +1,5 @@
-//! DkimKey → a `dkim_keys` row. Key generation comes later: the key columns stay NULL.
+//! DkimKey → a `dkim_keys` row. The operator generates the key pair into a Secret and stores
+//! it here with [`store_dkim_key_pair`]; until then the key columns stay NULL.
 
 use mail_resources::DkimKeySpec;
 use sqlx::PgPool;
@@ -38,6 +39,29 @@ pub async fn apply_dkim_key(pool: &PgPool, spec: &DkimKeySpec) -> Result<Outcome
     .fetch_optional(pool)
     .await?;
     Ok(Outcome::of_upsert(inserted))
+}
+
+/// Stores the key pair of an existing row: the PKCS#8 PEM the mail server signs with and the
+/// base64 public key of the DNS record. Returns whether anything changed.
+pub async fn store_dkim_key_pair(
+    pool: &PgPool,
+    spec: &DkimKeySpec,
+    private_key_pem: &str,
+    public_key: &str,
+) -> Result<bool, Error> {
+    let changed = sqlx::query(
+        "UPDATE dkim_keys SET private_key_pem = $3, public_key = $4, updated_at = now()
+         WHERE selector = $2 AND domain_id = (SELECT id FROM domains WHERE name = $1)
+           AND (private_key_pem, public_key) IS DISTINCT FROM ($3, $4)",
+    )
+    .bind(&spec.domain)
+    .bind(&spec.selector)
+    .bind(private_key_pem)
+    .bind(public_key)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(changed > 0)
 }
 
 /// Removes the key's row.

@@ -4,10 +4,13 @@
 //! whole desired state.
 #![forbid(unsafe_code)]
 
+pub mod clientconfig;
 mod desired;
 mod dkim;
+pub mod dns;
 mod domain;
 mod error;
+mod lookup;
 mod mailbox;
 pub mod manifests;
 mod names;
@@ -16,11 +19,12 @@ mod sync;
 mod validate;
 
 pub use desired::{DEFAULT_NAMESPACE, Desired, SecretData};
-pub use dkim::{apply_dkim_key, delete_dkim_key};
+pub use dkim::{apply_dkim_key, delete_dkim_key, store_dkim_key_pair};
 pub use domain::{Options, apply_domain, delete_domain};
 pub use error::{Counts, Error, Outcome, Report};
+pub use lookup::{bucket_of, dkim_public_keys, domain_hosted, mailbox_count, used_bytes};
 pub use mailbox::{STANDARD_FOLDERS, apply_mailbox, delete_mailbox};
-pub use names::bucket_name;
+pub use names::{bucket_name, check_address};
 pub use sync::sync;
 pub use validate::{ValidationErrors, validate};
 

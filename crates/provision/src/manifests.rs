@@ -11,7 +11,7 @@ use crate::desired::{DEFAULT_NAMESPACE, Desired, SecretData};
 use mail_resources::{DkimKey, GROUP, MailDomain, Mailbox, VERSION};
 
 /// Why the manifests could not be loaded. Each names the file, and the document when it is
-/// about one (0-based index in a `---` separated file).
+/// about one (0-based index in a `---` separated file, and the line it is on).
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("reading {path}: {source}")]
@@ -19,10 +19,12 @@ pub enum ManifestError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}, document {index}: {message}")]
+    #[error("{}, {}: {message}", path.display(), place(*index, *line))]
     Document {
         path: PathBuf,
         index: usize,
+        /// 1-based line of the field at fault, or of the document's start.
+        line: Option<usize>,
         message: String,
     },
     #[error(
@@ -85,6 +87,76 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), ManifestErr
     Ok(())
 }
 
+fn place(index: usize, line: Option<usize>) -> String {
+    match line {
+        Some(line) => format!("line {line} (document {index})"),
+        None => format!("document {index}"),
+    }
+}
+
+/// The kinds of our API group that local mode applies.
+const KINDS: [&str; 3] = ["MailDomain", "Mailbox", "DkimKey"];
+
+/// Why a document was refused, and the top-level field it is about (for the line number).
+struct Refusal {
+    field: Option<&'static str>,
+    message: String,
+}
+
+impl<T: Into<String>> From<T> for Refusal {
+    fn from(message: T) -> Self {
+        Refusal {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// The lines of each `---` separated document of `text`, numbered from 1, as the YAML parser
+/// counts documents: text before the first separator that is only blanks and comments is no
+/// document of its own.
+fn document_lines(text: &str) -> Vec<Vec<(usize, &str)>> {
+    let mut documents = vec![Vec::new()];
+    for (number, line) in text.lines().enumerate() {
+        let separator = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if separator {
+            let first = documents.len() == 1;
+            let empty = documents[0].iter().all(|(_, l): &(usize, &str)| {
+                let l = l.trim();
+                l.is_empty() || l.starts_with('#')
+            });
+            if first && empty {
+                documents[0].clear();
+            } else {
+                documents.push(Vec::new());
+            }
+            continue;
+        }
+        documents
+            .last_mut()
+            .expect("one at least")
+            .push((number + 1, line));
+    }
+    documents
+}
+
+/// The line of `field:` at the top level of a document, else its first line with content.
+fn line_of(document: &[(usize, &str)], field: Option<&str>) -> Option<usize> {
+    let content = |(_, l): &&(usize, &str)| {
+        let l = l.trim();
+        !l.is_empty() && !l.starts_with('#')
+    };
+    field
+        .and_then(|field| {
+            document.iter().find(|(_, l)| {
+                l.strip_prefix(field)
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
+        })
+        .or_else(|| document.iter().find(content))
+        .map(|(number, _)| *number)
+}
+
 /// Adds the documents of one file. `seen` holds (kind, namespace, name) of objects so far, so
 /// a second definition of one object is an error rather than a silent override.
 pub fn load_text(
@@ -93,18 +165,26 @@ pub fn load_text(
     loaded: &mut Loaded,
     seen: &mut BTreeSet<(String, String, String)>,
 ) -> Result<(), ManifestError> {
+    let lines = document_lines(text);
     for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let error = |message: String| ManifestError::Document {
+        let line = |field| line_of(lines.get(index)?, field);
+        let error = |refusal: Refusal| ManifestError::Document {
             path: path.to_path_buf(),
             index,
-            message,
+            line: line(refusal.field),
+            message: refusal.message,
         };
-        let value = Value::deserialize(document).map_err(|e| error(format!("not YAML: {e}")))?;
+        let value = Value::deserialize(document)
+            .map_err(|e| error(Refusal::from(format!("not YAML: {e}"))))?;
         if value.is_null() {
             continue; // an empty document, e.g. after a trailing `---`
         }
         if let Some(warning) = add_document(value, loaded, seen).map_err(error)? {
-            let warning = format!("{}, document {index}: {warning}", path.display());
+            let warning = format!(
+                "{}, {}: {warning}",
+                path.display(),
+                place(index, line(None))
+            );
             loaded.warnings.push(warning);
         }
     }
@@ -116,7 +196,7 @@ fn add_document(
     mut value: Value,
     loaded: &mut Loaded,
     seen: &mut BTreeSet<(String, String, String)>,
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, Refusal> {
     let field = |name: &str| {
         value
             .get(name)
@@ -131,6 +211,25 @@ fn add_document(
         (ours, api_version.as_str(), kind.as_str()),
         (true, _, "MailDomain" | "Mailbox" | "DkimKey") | (_, "v1", "Secret")
     );
+    // A typo in our group, version or kind must not pass as "some other kind": the sync
+    // would then remove the object the document was meant to keep.
+    let our_group = api_version.split_once('/').map(|(group, _)| group) == Some(GROUP);
+    let our_kind = KINDS.iter().any(|k| k.eq_ignore_ascii_case(&kind));
+    if !known && (our_group || our_kind) {
+        let field = if our_group && !KINDS.contains(&kind.as_str()) {
+            "kind"
+        } else {
+            "apiVersion"
+        };
+        return Err(Refusal {
+            field: Some(field),
+            message: format!(
+                "unknown {field}: {kind} ({api_version}); local mode applies {} of apiVersion \
+                 {GROUP}/{VERSION}, so nothing was applied",
+                KINDS.join(", ")
+            ),
+        });
+    }
     if !known {
         return Ok(Some(format!(
             "skipped {kind} ({api_version}): not a kind local mode applies"
@@ -157,7 +256,7 @@ fn add_document(
         Some(_) => return Err("metadata.namespace is not a name".into()),
     };
     if !seen.insert((kind.clone(), namespace.clone(), name.clone())) {
-        return Err(format!("{kind} {namespace}/{name} is defined twice"));
+        return Err(format!("{kind} {namespace}/{name} is defined twice").into());
     }
 
     let invalid = |e: serde_yaml::Error| format!("{kind} {namespace}/{name}: {e}");
@@ -242,7 +341,10 @@ mod tests {
         assert_eq!(secret["other"], b"x");
         assert_eq!(loaded.warnings.len(), 1);
         assert!(
-            loaded.warnings[0].contains("document 3") && loaded.warnings[0].contains("ConfigMap")
+            loaded.warnings[0].starts_with("m.yaml, line 17 (document 3): ")
+                && loaded.warnings[0].contains("ConfigMap"),
+            "{:?}",
+            loaded.warnings
         );
     }
 
@@ -281,7 +383,7 @@ mod tests {
         for (doc, want) in cases {
             let text = format!("{DOMAIN}---\n{doc}");
             let err = load(&text).expect_err(doc).to_string();
-            assert!(err.starts_with("m.yaml, document 1: "), "{err}");
+            assert!(err.starts_with("m.yaml, line 6 (document 1): "), "{err}");
             assert!(err.contains(want), "{doc:?}: {err}");
         }
         let twice = format!("{DOMAIN}---\n{DOMAIN}");

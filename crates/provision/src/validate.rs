@@ -199,6 +199,7 @@ mod tests {
                 domain: name.to_string(),
                 reclaim_policy: ReclaimPolicy::Retain,
                 catch_all: catch_all.map(str::to_string),
+                dns: Default::default(),
             },
         )
     }

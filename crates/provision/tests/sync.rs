@@ -227,3 +227,54 @@ async fn the_examples_apply() {
             .changed()
     );
 }
+
+/// Loads `dir` and syncs it, as local mode and the embedded default do.
+async fn apply_dir(pool: &sqlx::PgPool, blobs: &FsBlobStore, dir: &Path) -> Result<(), String> {
+    let loaded = manifests::load_dir(dir).map_err(|e| e.to_string())?;
+    sync(pool, blobs, &loaded.desired, &Options::default())
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_typo_in_our_kind_or_version_refuses_the_apply() {
+    let pool = database().await;
+    let blobs_dir = tempfile::tempdir().unwrap();
+    let blobs = FsBlobStore::new(blobs_dir.path());
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    apply_dir(&pool, &blobs, dir.path())
+        .await
+        .expect("examples apply");
+    let before = snapshot(&pool).await;
+
+    let bob = dir.path().join("10-bob.yaml");
+    let original = std::fs::read_to_string(&bob).unwrap();
+    // (typo, the line of bob's Mailbox document that names it)
+    let typos = [
+        ("kind: Mailbox", "kind: MailBox", 3),
+        (
+            "apiVersion: mail.kubemail.io/v1alpha1",
+            "apiVersion: mail.kubemail.io/v1beta1",
+            2,
+        ),
+        (
+            "apiVersion: mail.kubemail.io/v1alpha1",
+            "apiVersion: kubemail.io/v1alpha1",
+            2,
+        ),
+    ];
+    for (right, wrong, line) in typos {
+        std::fs::write(&bob, original.replacen(right, wrong, 1)).unwrap();
+        let err = apply_dir(&pool, &blobs, dir.path()).await.expect_err(wrong);
+        assert!(err.contains("10-bob.yaml"), "{wrong}: {err}");
+        assert!(err.contains(&format!("line {line}")), "{wrong}: {err}");
+        assert!(err.contains(wrong.split(": ").nth(1).unwrap()), "{err}");
+        assert_eq!(snapshot(&pool).await, before, "{wrong}: rows changed");
+    }
+}

@@ -1,12 +1,12 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A DKIM signing key of a hosted domain. The operator generates the key pair into a Secret and
 /// publishes the public half in the domain's DNS suggestions; the mail server signs outgoing
 /// mail with the domain's active key.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "mail.kubemail.io",
     version = "v1alpha1",
@@ -22,10 +22,17 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DkimKeySpec {
-    /// The hosted domain this key signs for; a MailDomain must host it.
+    /// The hosted domain this key signs for; a MailDomain must host it. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("domain is immutable"))]
     pub domain: String,
 
     /// The DKIM selector: the public key is published at `<selector>._domainkey.<domain>`.
+    /// Immutable: a new selector is a new DkimKey.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("selector is immutable; create another DkimKey"))]
     pub selector: String,
 
     /// The key algorithm: `rsa2048` (the default, understood by every verifier) or `ed25519`.
@@ -72,6 +79,16 @@ pub struct DkimKeyStatus {
     /// The DNS TXT record value to publish at `<selector>._domainkey.<domain>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_txt: Option<String>,
+    /// The owner name of the TXT record, `<selector>._domainkey.<domain>.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+    /// The public key, base64 (the `p=` of the record).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    /// The Secret (same namespace, owned by this DkimKey) holding the private key as PKCS#8 PEM
+    /// under `private.pem`. An existing key there is never overwritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -12,7 +12,9 @@ mod quantity;
 
 pub use dkimkey::{DkimAlgorithm, DkimKey, DkimKeySpec, DkimKeyStatus};
 pub use mailbox::{AuthSource, Mailbox, MailboxSpec, MailboxStatus, SecretKeyRef};
-pub use maildomain::{DnsRecord, MailDomain, MailDomainSpec, MailDomainStatus, ReclaimPolicy};
+pub use maildomain::{
+    DnsOptions, DnsRecord, MailDomain, MailDomainSpec, MailDomainStatus, ReclaimPolicy,
+};
 pub use quantity::{QuantityError, parse_quantity};
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -43,6 +45,21 @@ mod tests {
             assert!(yaml.contains(&format!("group: {GROUP}")), "{name}");
             assert!(yaml.contains(&format!("name: {VERSION}")), "{name}");
         }
+    }
+
+    #[test]
+    fn cross_field_rules_are_in_the_schema_for_the_api_server() {
+        let files = crd_files();
+        let rules = |i: usize| {
+            let crd: serde_yaml::Value = serde_yaml::from_str(&files[i].1).expect("YAML");
+            let spec =
+                &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+            serde_json::to_string(spec).expect("JSON")
+        };
+        assert!(rules(0).contains("self.catchAll.lowerAscii().endsWith('@' + self.domain)"));
+        assert!(rules(0).contains("domain is immutable"));
+        assert!(rules(1).contains("!self.aliases.exists(a"));
+        assert!(rules(2).contains("selector is immutable"));
     }
 
     #[test]

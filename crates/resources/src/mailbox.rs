@@ -1,10 +1,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A user's mailbox: an address that receives mail, with a quota, aliases and a way to log in.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.aliases) || !self.aliases.exists(a, a.lowerAscii() == self.address.lowerAscii())"
+).message("a mailbox cannot list its own address as an alias"))]
 #[kube(
     group = "mail.kubemail.io",
     version = "v1alpha1",
@@ -14,14 +17,19 @@ use serde::{Deserialize, Serialize};
     status = "MailboxStatus",
     printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.address"}"#,
     printcolumn = r#"{"name":"Quota","type":"string","jsonPath":".spec.quota"}"#,
-    printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".spec.authSource"}"#,
+    printcolumn = r#"{"name":"Used","type":"integer","format":"int64","jsonPath":".status.usedBytes"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Auth","type":"string","jsonPath":".spec.authSource","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MailboxSpec {
     /// The mailbox's address, `local-part@domain`. The domain must be hosted by a MailDomain.
     /// Local parts are matched case-insensitively; this is also the login name.
+    #[schemars(
+        length(max = 254),
+        regex(pattern = r"^[^@\s]{1,64}@[A-Za-z0-9.-]{1,253}$")
+    )]
     pub address: String,
 
     /// A human name for the mailbox owner, used in generated mail such as bounces.
@@ -35,6 +43,7 @@ pub struct MailboxSpec {
 
     /// Other addresses that deliver into this mailbox, in any hosted domain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub aliases: Vec<String>,
 
     /// Where the password is checked: `local` (the hash from `passwordSecretRef`, kept in
@@ -95,6 +104,9 @@ pub struct MailboxStatus {
     /// Standard conditions; `Ready` is true once the mailbox can receive mail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The bytes the mailbox's messages take, as of the last reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<i64>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -1,10 +1,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A mail domain the platform hosts: mail for `@<domain>` is accepted, stored and served.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[x_kube(validation = Rule::new(
+    "!has(self.catchAll) || self.catchAll.lowerAscii().endsWith('@' + self.domain)"
+).message("catchAll must be an address in the domain itself"))]
 #[kube(
     group = "mail.kubemail.io",
     version = "v1alpha1",
@@ -13,14 +16,22 @@ use serde::{Deserialize, Serialize};
     shortname = "md",
     status = "MailDomainStatus",
     printcolumn = r#"{"name":"Domain","type":"string","jsonPath":".spec.domain"}"#,
-    printcolumn = r#"{"name":"Reclaim","type":"string","jsonPath":".spec.reclaimPolicy"}"#,
+    printcolumn = r#"{"name":"Mailboxes","type":"integer","jsonPath":".status.mailboxes"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reclaim","type":"string","jsonPath":".spec.reclaimPolicy","priority":1}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MailDomainSpec {
     /// The DNS domain this resource hosts mail for, e.g. `example.com`. Lower case; an
-    /// internationalized domain is written in its A-label (punycode) form.
+    /// internationalized domain is written in its A-label (punycode) form. Immutable.
+    #[schemars(
+        length(max = 253),
+        regex(
+            pattern = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+        )
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("domain is immutable; create another MailDomain"))]
     pub domain: String,
 
     /// What happens to the domain's stored mail when this resource is deleted. `Retain` (the
@@ -33,6 +44,20 @@ pub struct MailDomainSpec {
     /// Mailbox in this domain). Unset: unknown recipients are rejected with `550 5.1.1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_all: Option<String>,
+
+    /// How the domain's DNS records are published. By default they are only listed in the
+    /// status (`dnsRecords`, `zone`) for someone to publish.
+    #[serde(default)]
+    pub dns: DnsOptions,
+}
+
+/// How a MailDomain's DNS records are published.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct DnsOptions {
+    /// Write the records into an ExternalDNS `DNSEndpoint` (externaldns.k8s.io/v1alpha1) named
+    /// `<name>-mail`, owned by this MailDomain, for ExternalDNS to publish.
+    #[serde(default, rename = "externalDNS")]
+    pub external_dns: bool,
 }
 
 /// What deleting a MailDomain does to the mail it holds.
@@ -61,12 +86,21 @@ pub struct MailDomainStatus {
     /// Standard conditions; `Ready` is true once the domain's rows and bucket exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// How many mailboxes the domain serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailboxes: Option<i64>,
     /// The S3 bucket that holds this domain's message bodies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket: Option<String>,
     /// DNS records to publish for this domain (MX, SPF, DMARC, DKIM, ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dns_records: Vec<DnsRecord>,
+    /// The ExternalDNS `DNSEndpoint` the records were written to, when `spec.dns.externalDNS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_endpoint: Option<String>,
+    /// The same records as zone file lines, ready to paste into the domain's zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

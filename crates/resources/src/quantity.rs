@@ -9,7 +9,15 @@ pub enum QuantityError {
     Syntax(String),
     #[error("quantity {0:?} is too large")]
     Overflow(String),
+    #[error(
+        "quantity {0:?} has more than {MAX_FRACTION_DIGITS} decimal places; a byte count needs fewer"
+    )]
+    Precision(String),
 }
+
+/// Digits after the point that are read. With at most 18, the fraction times the largest
+/// multiplier (2^50) stays far inside `u128`, so the arithmetic below is exact.
+const MAX_FRACTION_DIGITS: usize = 18;
 
 /// Reads a Kubernetes quantity (`1Gi`, `500Mi`, `1.5G`, `1024`) as a number of bytes.
 pub fn parse_quantity(text: &str) -> Result<u64, QuantityError> {
@@ -45,12 +53,16 @@ pub fn parse_quantity(text: &str) -> Result<u64, QuantityError> {
     let mut bytes = whole.checked_mul(multiplier).ok_or_else(overflow)?;
     // A fraction counts down to the byte; anything smaller is dropped.
     if !fraction.is_empty() {
-        let digits: u128 = fraction.parse().map_err(|_| overflow())?;
-        let scale = 10u128
-            .checked_pow(u32::try_from(fraction.len()).map_err(|_| overflow())?)
+        if fraction.len() > MAX_FRACTION_DIGITS {
+            return Err(QuantityError::Precision(text.to_string()));
+        }
+        let digits: u128 = fraction.parse().map_err(|_| syntax())?;
+        let scale = 10u128.pow(fraction.len() as u32);
+        let part = u128::from(multiplier)
+            .checked_mul(digits)
+            .map(|scaled| scaled / scale)
+            .and_then(|part| u64::try_from(part).ok())
             .ok_or_else(overflow)?;
-        let part =
-            u64::try_from(u128::from(multiplier) * digits / scale).map_err(|_| overflow())?;
         bytes = bytes.checked_add(part).ok_or_else(overflow)?;
     }
     Ok(bytes)
@@ -78,6 +90,20 @@ mod tests {
             ("-1Gi", Err(())),
             ("99999999999999999999Pi", Err(())),
             ("20000Pi", Err(())),
+            // Edges: the largest byte count, one past it, fractions down to the byte, and
+            // fractions with more digits than any byte count needs (they overflowed).
+            ("18446744073709551615", Ok(u64::MAX)),
+            ("18446744073709551616", Err(())),
+            ("16383Pi", Ok(16383 << 50)),
+            ("16384Pi", Err(())),
+            ("0.5", Ok(0)),
+            ("0.0009765625Ki", Ok(1)),
+            ("0.999999999999999999Ki", Ok(1023)),
+            ("1.000000000000000001Pi", Ok(1 << 50)),
+            ("0.99999999999999999999999999999999999999Ki", Err(())),
+            ("0.99999999999999999999999999999999999999", Err(())),
+            ("1.0000000000000000000Pi", Err(())),
+            ("000000000000000000000000001Ki", Ok(1024)),
         ];
         for (input, want) in cases {
             assert_eq!(parse_quantity(input).map_err(|_| ()), *want, "{input:?}");

@@ -8,11 +8,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use mail_blobstore::{BlobStore, FsBlobStore, S3BlobStore};
+use mail_e2e::bench::stats::{message, percentile};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -92,33 +93,6 @@ impl Client {
     }
 }
 
-/// A message of exactly `size` bytes (at least its headers), CRLF lines of 76 characters.
-fn message(size: usize, n: usize) -> Vec<u8> {
-    let mut out = format!(
-        "From: load@sender.test\r\nTo: alice@example.test\r\nSubject: load {n}\r\n\
-         Message-ID: <{n}@load.test>\r\n\r\n"
-    )
-    .into_bytes();
-    let line = [b'x'; 76];
-    while out.len() + 78 <= size {
-        out.extend_from_slice(&line);
-        out.extend_from_slice(b"\r\n");
-    }
-    while out.len() + 2 < size {
-        out.push(b'y');
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64) * p).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -152,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
                 if n >= total {
                     break;
                 }
-                let body = message(size, n);
+                let body = message(size, rcpts[n % rcpts.len()], &format!("load-{n}"));
                 let sent = Instant::now();
                 client.send(rcpts[n % rcpts.len()], &body).await?;
                 latencies.push(sent.elapsed());
@@ -192,27 +166,4 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_have_the_asked_size() {
-        for size in [200, 1000, 10 * 1024, 100_000] {
-            let m = message(size, 7);
-            assert_eq!(m.len(), size, "{size}");
-            assert!(m.ends_with(b"\r\n"));
-            assert!(!m.windows(5).any(|w| w == b"\r\n.\r\n"));
-        }
-    }
-
-    #[test]
-    fn percentiles() {
-        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&d, 0.5), Duration::from_millis(50));
-        assert_eq!(percentile(&d, 0.99), Duration::from_millis(99));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
-    }
 }

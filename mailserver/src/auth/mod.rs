@@ -1,10 +1,13 @@
 //! Who may log in: the argon2id password hash kept in PostgreSQL. (LDAP comes first in front
 //! of it once the directory is wired in; this is the local source and the fallback.)
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
+mod hasher;
+
+use std::sync::Arc;
+
 use sqlx::PgPool;
 
+use self::hasher::Hasher;
 use crate::metrics::{self, LoginResult};
 use crate::store::normalize_address;
 
@@ -20,14 +23,15 @@ pub struct Account {
 pub enum AuthError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
-    #[error("password check did not finish: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    #[error("password check did not finish")]
+    Unfinished,
 }
 
 /// Checks passwords against the local hashes.
 #[derive(Clone)]
 pub struct Authenticator {
     db: PgPool,
+    hasher: Arc<Hasher>,
 }
 
 /// Verified against when the user is unknown, so that an unknown user costs as much time as a
@@ -36,7 +40,20 @@ const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$
 
 impl Authenticator {
     pub fn new(db: PgPool) -> Self {
-        Self { db }
+        Self {
+            db,
+            hasher: Arc::new(Hasher::new()),
+        }
+    }
+
+    /// The most password checks that ever ran at the same moment.
+    pub fn peak_concurrent_checks(&self) -> usize {
+        self.hasher.peak()
+    }
+
+    /// How many password checks have run (unknown users included: they cost one too).
+    pub fn checks_run(&self) -> usize {
+        self.hasher.total()
     }
 
     /// The account when `password` is right for `username` (an address, any case), `None` when
@@ -76,26 +93,29 @@ impl Authenticator {
             _ => (None, DUMMY_HASH.to_string()),
         };
         let password = password.to_string();
-        // argon2 takes tens of milliseconds of CPU: keep it off the async workers.
-        let ok = tokio::task::spawn_blocking(move || verify_hash(&hash, &password)).await?;
+        // argon2 takes tens of milliseconds of CPU and 19 MiB: on the capped pool, never on
+        // the async workers.
+        let ok = self
+            .hasher
+            .run(move |memory| hasher::verify_in(&hash, &password, memory))
+            .await
+            .ok_or(AuthError::Unfinished)?;
         Ok(if ok { account } else { None })
     }
 }
 
 /// Whether `password` matches the PHC-format hash; a malformed hash never matches.
 pub fn verify_hash(hash: &str, password: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
+    hasher::verify_in(hash, password, &mut Vec::new())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    use argon2::Argon2;
+    use argon2::password_hash::{
+        PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+    };
 
     #[test]
     fn hashes() {
@@ -110,5 +130,51 @@ mod tests {
         assert!(!verify_hash("not a hash", "s3cret"));
         // The dummy hash parses, so an unknown user pays for a real verification.
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    /// Hashing into kept memory agrees with argon2's own verification, whatever the
+    /// parameters of the hash before, and refuses hashes that would take unbounded memory.
+    #[test]
+    fn kept_memory_agrees_with_argon2() {
+        use argon2::{Algorithm, Params, Version};
+        let mut memory = Vec::new();
+        let kinds = [
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(64, 1, 2, None),
+            ),
+            (
+                Algorithm::Argon2id,
+                Version::V0x13,
+                Params::new(19456, 2, 1, None),
+            ),
+            (
+                Algorithm::Argon2i,
+                Version::V0x10,
+                Params::new(32, 3, 1, Some(16)),
+            ),
+            (
+                Algorithm::Argon2d,
+                Version::V0x13,
+                Params::new(128, 1, 4, Some(64)),
+            ),
+        ];
+        for (algorithm, version, params) in kinds {
+            let argon2 = Argon2::new(algorithm, version, params.unwrap());
+            let salt = SaltString::generate(&mut OsRng);
+            let hash = argon2.hash_password(b"pw", &salt).unwrap().to_string();
+            let parsed = PasswordHash::new(&hash).unwrap();
+            for password in ["pw", "pw ", ""] {
+                let theirs = argon2.verify_password(password.as_bytes(), &parsed).is_ok();
+                let ours = hasher::verify_in(&hash, password, &mut memory);
+                assert_eq!(ours, theirs, "{hash} {password:?}");
+                assert_eq!(ours, password == "pw");
+            }
+        }
+        let huge = DUMMY_HASH.replace("m=19456", "m=4194304");
+        assert!(PasswordHash::new(&huge).is_ok());
+        assert!(!hasher::verify_in(&huge, "x", &mut memory));
+        assert!(memory.len() <= 19456, "{} blocks kept", memory.len());
     }
 }

@@ -91,6 +91,15 @@ pub trait Adapter: Send {
     fn shutting_down(&mut self, out: &mut Vec<u8>) -> Flow;
     /// Whether the client has logged in: the idle timer is short before.
     fn authenticated(&self) -> bool;
+    /// Whether output for input already taken is still to come (a long FETCH): the driver
+    /// stops reading and calls [`Adapter::resume`] each time what was produced is written.
+    fn has_more(&self) -> bool {
+        false
+    }
+    /// The next piece of that output.
+    async fn resume(&mut self, _out: &mut Vec<u8>) -> Flow {
+        Flow::Continue
+    }
     /// Something outside (a new message for IDLE) wants the session's attention.
     fn waker(&self) -> Option<Arc<Notify>> {
         None
@@ -200,6 +209,12 @@ pub async fn run(
                 continue;
             }
         }
+        // Memory stays bounded by one piece of a long answer: the next is made once this one
+        // is written.
+        if out.is_empty() && adapter.has_more() {
+            flow = adapter.resume(&mut out).await;
+            continue;
+        }
         let idle = if adapter.authenticated() {
             timeouts.idle
         } else {
@@ -207,7 +222,7 @@ pub async fn run(
         };
         let read_deadline = (Instant::now() + idle).min(session_end);
         let write_deadline = last_write + timeouts.write;
-        let reading = out.len() < MAX_PENDING_OUTPUT;
+        let reading = out.len() < MAX_PENDING_OUTPUT && !adapter.has_more();
         tokio::select! {
             biased;
             () = &mut shutdown, if !stopping => {

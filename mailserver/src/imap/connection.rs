@@ -2,6 +2,7 @@
 //! commands to the session, responses out. It answers STARTTLS and refuses clear-text logins
 //! before TLS and big literals before login itself; nothing else here knows IMAP semantics.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +75,10 @@ fn flush(server: &mut Server, out: &mut Vec<u8>) {
     }
 }
 
+/// What `server.next()` gave while a long answer was being emitted (a command pipelined behind
+/// a FETCH), kept for [`Imap::process`].
+type Pending = VecDeque<Result<Event, Interrupt<ServerError>>>;
+
 /// One IMAP connection as the driver sees it.
 pub struct Imap {
     ctx: Arc<Context>,
@@ -81,6 +86,7 @@ pub struct Imap {
     session: Session,
     server: Server,
     guard: Guard,
+    pending: Pending,
 }
 
 impl Imap {
@@ -97,6 +103,24 @@ impl Imap {
             session,
             server,
             guard: Guard::default(),
+            pending: Pending::new(),
+        }
+    }
+
+    /// Moves the responses queued so far to `out`, keeping any event that comes up meanwhile
+    /// for [`Imap::process`]: `imap-next` hands out a pipelined command as soon as its send
+    /// queue is empty.
+    fn emit(&mut self, out: &mut Vec<u8>) {
+        loop {
+            match self.server.next() {
+                Err(Interrupt::Io(Io::Output(bytes))) => out.extend_from_slice(&bytes),
+                Ok(Event::ResponseSent { .. } | Event::GreetingSent { .. }) => {}
+                Err(Interrupt::Io(Io::NeedMoreInput)) => break,
+                other => {
+                    self.pending.push_back(other);
+                    break;
+                }
+            }
         }
     }
 
@@ -136,7 +160,11 @@ impl Imap {
     /// Runs `imap-next` over the input queued, the session over each command.
     async fn process(&mut self, out: &mut Vec<u8>) -> Flow {
         loop {
-            let event = match self.server.next() {
+            let next = self
+                .pending
+                .pop_front()
+                .unwrap_or_else(|| self.server.next());
+            let event = match next {
                 Ok(event) => event,
                 Err(Interrupt::Io(Io::Output(bytes))) => {
                     out.extend_from_slice(&bytes);
@@ -240,9 +268,13 @@ impl Imap {
             _ => {}
         }
         self.session.command(command).await;
-        // Hook for responses produced a piece at a time (FETCH one message at a time): once
-        // the session offers `has_more()`/`resume()`, write each piece out here before the next.
         queue(&mut self.server, self.session.take_output());
+        if self.session.has_more() {
+            // A long answer (FETCH) goes out a batch at a time: the driver writes this one
+            // and calls [`Adapter::resume`] for the next; pipelined commands wait.
+            self.emit(out);
+            return Some(Flow::Continue);
+        }
         if self.session.state() == State::Logout {
             // Say goodbye and leave; anything the client sent after LOGOUT is ignored.
             flush(&mut self.server, out);
@@ -288,6 +320,27 @@ impl Adapter for Imap {
             return Flow::Continue;
         }
         self.server.enqueue_input(bytes);
+        self.process(out).await
+    }
+
+    fn has_more(&self) -> bool {
+        self.session.has_more() || !self.pending.is_empty()
+    }
+
+    async fn resume(&mut self, out: &mut Vec<u8>) -> Flow {
+        if self.session.has_more() {
+            self.session.resume().await;
+            queue(&mut self.server, self.session.take_output());
+            if self.session.has_more() {
+                self.emit(out);
+                return Flow::Continue;
+            }
+            if self.session.state() == State::Logout {
+                flush(&mut self.server, out);
+                return Flow::Close;
+            }
+        }
+        // The long answer is complete: go on with what the client pipelined behind it.
         self.process(out).await
     }
 

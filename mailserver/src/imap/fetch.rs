@@ -9,17 +9,39 @@ use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName,
 };
-use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::response::{Data, Status};
 use imap_codec::imap_types::sequence::SequenceSet;
 
 use super::flags::{flags_to_wire, has_flag};
 use super::mailbox::wire_uid;
 use super::mime::{self, PartRef};
-use super::reply;
+use super::reply::{self, CommandError};
 use super::sequence;
 use super::session::{Outcome, Session};
 use super::structure::{self, literal};
 use crate::store::{FlagMode, MessageMeta};
+
+/// Most messages one batch of a FETCH answers before the connection writes it out.
+const BATCH_MESSAGES: usize = 64;
+/// Body bytes after which a batch ends (a larger message still goes out alone).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A FETCH being answered: the messages left, the items asked, and its final status.
+pub(super) struct FetchJob {
+    tag: Tag<'static>,
+    names: Vec<MessageDataItemName<'static>>,
+    positions: std::vec::IntoIter<usize>,
+    /// UIDs this FETCH marked `\Seen` (ascending): their FLAGS go out too.
+    flags_changed: Vec<i64>,
+    load: bool,
+    pub(super) status: Status<'static>,
+}
+
+impl FetchJob {
+    pub(super) fn tag(&self) -> Tag<'static> {
+        self.tag.clone()
+    }
+}
 
 fn seq_number(seq: usize) -> NonZeroU32 {
     NonZeroU32::new(u32::try_from(seq).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN)
@@ -83,6 +105,7 @@ pub fn items(
         None
     };
     let parsed = parsed.as_ref();
+    let message_of = parsed.map(|p| &**p);
     let mut out = Vec::new();
     for name in names {
         let item = match name {
@@ -108,6 +131,9 @@ pub fn items(
             MessageDataItemName::Body | MessageDataItemName::BodyStructure => {
                 let extended = *name == MessageDataItemName::BodyStructure;
                 let body = match parsed {
+                    Some(msg) if msg.is_opaque() => {
+                        structure::opaque_structure(PartRef::root(msg).body_bytes(), extended)
+                    }
                     Some(msg) => structure::structure(PartRef::root(msg), extended),
                     None => structure::plain_structure(raw),
                 };
@@ -120,7 +146,7 @@ pub fn items(
             MessageDataItemName::BodyExt {
                 section, partial, ..
             } => {
-                let bytes = mime::section_bytes(raw, parsed, section.as_ref());
+                let bytes = mime::section_bytes(raw, message_of, section.as_ref());
                 MessageDataItem::BodyExt {
                     section: section.clone(),
                     origin: partial.map(|(origin, _)| origin),
@@ -131,14 +157,14 @@ pub fn items(
             MessageDataItemName::Rfc822Header => {
                 MessageDataItem::Rfc822Header(literal(mime::section_bytes(
                     raw,
-                    parsed,
+                    message_of,
                     Some(&imap_codec::imap_types::fetch::Section::Header(None)),
                 )))
             }
             MessageDataItemName::Rfc822Text => {
                 MessageDataItem::Rfc822Text(literal(mime::section_bytes(
                     raw,
-                    parsed,
+                    message_of,
                     Some(&imap_codec::imap_types::fetch::Section::Text(None)),
                 )))
             }
@@ -199,32 +225,152 @@ impl Session {
             }
         }
 
-        let load = names.iter().any(needs_body);
-        let mut responses = Vec::with_capacity(positions.len());
-        for &i in &positions {
-            let message = selected.messages[i].clone();
-            let raw = if load {
-                Some(store.read_body(&message).await?)
-            } else {
-                None
+        // The rows come back in UID order: membership below is a binary search.
+        flags_changed.sort_unstable();
+        self.fetching = Some(FetchJob {
+            tag: tag.clone(),
+            load: names.iter().any(needs_body),
+            names,
+            positions: positions.into_iter(),
+            flags_changed,
+            status: reply::tagged_ok(tag.clone(), None, "FETCH completed"),
+        });
+        // `command` writes the first batch; the final status goes out after the last one.
+        Ok(reply::tagged_ok(tag, None, "FETCH completed"))
+    }
+
+    /// Answers the next batch of a FETCH in progress; `Ok(true)` while messages are left.
+    pub(super) async fn fetch_batch(&mut self, job: &mut FetchJob) -> Result<bool, CommandError> {
+        let store = self.ctx.store.clone();
+        let (mut sent, mut bytes) = (0, 0);
+        while sent < BATCH_MESSAGES && bytes < BATCH_BYTES {
+            let Some(i) = job.positions.next() else {
+                return Ok(false);
             };
-            let mut message_names = names.clone();
-            if flags_changed.contains(&message.uid)
-                && !message_names.contains(&MessageDataItemName::Flags)
+            let Some(message) = self.selected_mut()?.messages.get(i).cloned() else {
+                continue;
+            };
+            let mut names = job.names.clone();
+            if job.flags_changed.binary_search(&message.uid).is_ok()
+                && !names.contains(&MessageDataItemName::Flags)
             {
-                message_names.push(MessageDataItemName::Flags);
+                names.push(MessageDataItemName::Flags);
             }
-            let items = items(&message_names, &message, raw.as_deref());
+            let items = if job.load {
+                // One body in memory at a time; parsing it runs off the async workers.
+                let raw = store.read_body(&message).await?;
+                bytes += raw.len();
+                tokio::task::spawn_blocking(move || items(&names, &message, Some(&raw)))
+                    .await
+                    .map_err(|_| CommandError::no(Some("SERVERBUG"), "Fetch failed"))?
+            } else {
+                items(&names, &message, None)
+            };
             if let Ok(items) = Vec1::try_from(items) {
-                responses.push(Data::Fetch {
+                self.push(Data::Fetch {
                     seq: seq_number(i + 1),
                     items,
                 });
             }
+            sent += 1;
         }
-        for data in responses {
-            self.push(data);
+        Ok(job.positions.len() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use imap_codec::CommandCodec;
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::response::Response;
+
+    use super::*;
+    use crate::auth::Account;
+    use crate::imap::mailbox::Selected;
+    use crate::imap::session::tests::offline_context;
+    use crate::store::Folder;
+
+    fn meta(uid: i64) -> MessageMeta {
+        MessageMeta {
+            id: uid,
+            folder_id: 1,
+            uid,
+            modseq: 1,
+            size: 10,
+            internal_date: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            flags: Vec::new(),
+            bucket: "b".into(),
+            blob_key: "k".into(),
         }
-        Ok(reply::tagged_ok(tag, None, "FETCH completed"))
+    }
+
+    /// A session with a folder of `count` messages selected; its store is unreachable, so
+    /// only metadata items can be fetched.
+    fn selected_session(dir: &std::path::Path, count: i64) -> Session {
+        let peer = "127.0.0.1:5555".parse().unwrap();
+        let mut session = Session::new(offline_context(dir), peer);
+        session.account = Some(Account {
+            mailbox_id: 1,
+            address: "alice@example.test".into(),
+        });
+        session.selected = Some(Selected {
+            folder: Folder {
+                id: 1,
+                mailbox_id: 1,
+                name: "INBOX".into(),
+                special_use: Some("inbox".into()),
+                uid_validity: 1,
+                uid_next: count + 1,
+                highest_modseq: 1,
+                subscribed: true,
+            },
+            read_only: false,
+            messages: (1..=count).map(meta).collect(),
+        });
+        session
+    }
+
+    fn command(line: &str) -> imap_codec::imap_types::command::Command<'static> {
+        let input = format!("{line}\r\n");
+        let (_, command) = CommandCodec::default().decode(input.as_bytes()).unwrap();
+        command.into_static()
+    }
+
+    /// (FETCH responses, tagged statuses) in one output.
+    fn count(output: &[Response<'static>]) -> (usize, usize) {
+        let fetches = output
+            .iter()
+            .filter(|r| matches!(r, Response::Data(Data::Fetch { .. })))
+            .count();
+        (fetches, output.len() - fetches)
+    }
+
+    #[tokio::test]
+    async fn a_large_fetch_goes_out_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        for (messages, line, want, want_batches) in [
+            (1_000, "a FETCH 1:* (UID FLAGS)", 1_000, 16),
+            (1_000, "a UID FETCH 990:* FLAGS", 11, 1),
+            (130, "a FETCH 1,1,1,2:3 UID", 3, 1),
+            (3, "a FETCH 1:* UID", 3, 1),
+        ] {
+            let mut session = selected_session(dir.path(), messages);
+            session.command(command(line)).await;
+            let (mut fetched, mut batches) = (0, 0);
+            loop {
+                let (fetches, statuses) = count(&session.take_output());
+                assert!(fetches <= BATCH_MESSAGES, "{line}: batch of {fetches}");
+                fetched += fetches;
+                batches += 1;
+                if !session.has_more() {
+                    assert_eq!(statuses, 1, "{line}: the tagged status comes last");
+                    break;
+                }
+                assert_eq!(statuses, 0, "{line}: no status before the last batch");
+                session.resume().await;
+            }
+            assert_eq!(fetched, want, "{line}");
+            assert_eq!(batches, want_batches, "{line}");
+        }
     }
 }

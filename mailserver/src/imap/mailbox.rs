@@ -77,15 +77,71 @@ fn special_use_attribute(special_use: &str) -> Option<FlagNameAttribute<'static>
     Atom::try_from(name).ok().map(FlagNameAttribute::from)
 }
 
-/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
-pub fn matches(pattern: &[char], name: &[char]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some(('*', rest)) => (0..=name.len()).any(|i| matches(rest, &name[i..])),
-        Some(('%', rest)) => (0..=name.len())
-            .take_while(|&i| i == 0 || name[i - 1] != DELIMITER)
-            .any(|i| matches(rest, &name[i..])),
-        Some((c, rest)) => name.first() == Some(c) && matches(rest, &name[1..]),
+/// A LIST pattern: `*` matches anything, `%` anything but the delimiter. Compiled once per
+/// command (a run of wildcards is one wildcard) and run as an automaton over each name, all
+/// positions at once: time is the product of the two lengths whatever the wildcards, where a
+/// backtracking matcher is exponential in them.
+pub struct Pattern {
+    tokens: Vec<char>,
+    /// Characters a name must have at least: one per literal token.
+    literals: usize,
+}
+
+impl Pattern {
+    pub fn new(pattern: &[char]) -> Self {
+        let mut tokens: Vec<char> = Vec::with_capacity(pattern.len());
+        for &c in pattern {
+            match (tokens.last_mut(), c) {
+                (Some(last @ ('*' | '%')), '*' | '%') => {
+                    if c == '*' {
+                        *last = '*';
+                    }
+                }
+                _ => tokens.push(c),
+            }
+        }
+        let literals = tokens.iter().filter(|c| !matches!(c, '*' | '%')).count();
+        Self { tokens, literals }
+    }
+
+    pub fn matches(&self, name: &[char]) -> bool {
+        // A pattern longer than the name cannot match: this bounds the work by the name.
+        if self.literals > name.len() {
+            return false;
+        }
+        let tokens = &self.tokens;
+        // at[i]: the name read so far can end where token i starts.
+        let mut at = vec![false; tokens.len() + 1];
+        let close = |at: &mut Vec<bool>| {
+            for i in 0..tokens.len() {
+                if at[i] && matches!(tokens[i], '*' | '%') {
+                    at[i + 1] = true;
+                }
+            }
+        };
+        at[0] = true;
+        close(&mut at);
+        for &c in name {
+            let mut next = vec![false; tokens.len() + 1];
+            for (i, &token) in tokens.iter().enumerate() {
+                if !at[i] {
+                    continue;
+                }
+                match token {
+                    '*' => next[i] = true,
+                    '%' if c != DELIMITER => next[i] = true,
+                    '%' => {}
+                    literal if literal == c => next[i + 1] = true,
+                    _ => {}
+                }
+            }
+            close(&mut next);
+            if !next.contains(&true) {
+                return false;
+            }
+            at = next;
+        }
+        at[tokens.len()]
     }
 }
 
@@ -196,23 +252,19 @@ impl Session {
             return Ok(reply::tagged_ok(tag, None, "LIST completed"));
         }
         let full: Vec<char> = format!("{reference}{pattern}").chars().collect();
+        let exact = Pattern::new(&full);
+        // INBOX matches in any case.
+        let upper: Vec<char> = full.iter().map(|c| c.to_ascii_uppercase()).collect();
+        let inbox = Pattern::new(&upper);
         let folders = self.ctx.store.folders(mailbox_id).await?;
         for folder in &folders {
             if lsub && !folder.subscribed {
                 continue;
             }
-            let is_inbox = folder.special_use.as_deref() == Some("inbox");
-            let name: Vec<char> = if is_inbox {
-                "INBOX".chars().collect()
+            let hit = if folder.special_use.as_deref() == Some("inbox") {
+                inbox.matches(&['I', 'N', 'B', 'O', 'X'])
             } else {
-                folder.name.chars().collect()
-            };
-            let hit = if is_inbox {
-                // INBOX matches in any case.
-                let upper: Vec<char> = full.iter().map(|c| c.to_ascii_uppercase()).collect();
-                matches(&upper, &name)
-            } else {
-                matches(&full, &name)
+                exact.matches(&folder.name.chars().collect::<Vec<char>>())
             };
             if !hit {
                 continue;
@@ -395,10 +447,33 @@ mod tests {
             ("Sent", "Sent Items", false),
             ("S%s", "Sent Items", true),
             ("", "INBOX", false),
+            ("", "", true),
+            ("*%*%", "a/b", true),
+            ("%*", "a/b", true),
+            ("%%", "a/b", false),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbY", false),
+            ("%/%/%", "a/b/c", true),
+            ("%/%", "a/b/c", false),
+            (
+                "*z",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                false,
+            ),
         ] {
             let p: Vec<char> = pattern.chars().collect();
             let n: Vec<char> = name.chars().collect();
-            assert_eq!(matches(&p, &n), want, "{pattern} vs {name}");
+            assert_eq!(Pattern::new(&p).matches(&n), want, "{pattern} vs {name}");
+        }
+        // Backtracking would not finish these.
+        let name: Vec<char> = "Archive/2024/Q1/reports/weekly".chars().collect();
+        for wildcard in ["*", "%", "*%"] {
+            let mut pattern: Vec<char> = wildcard.repeat(10_000).chars().collect();
+            pattern.push('z');
+            assert!(!Pattern::new(&pattern).matches(&name), "{wildcard}");
+            let mut split: Vec<char> = "a%".repeat(5_000).chars().collect();
+            split.push('z');
+            assert!(!Pattern::new(&split).matches(&name));
         }
     }
 

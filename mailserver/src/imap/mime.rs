@@ -1,16 +1,14 @@
 //! The parts of a message that FETCH BODY[section] names (RFC 3501 §6.4.5), cut from the raw
 //! bytes so what the client gets is byte-for-byte what was delivered.
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 
 use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::fetch::Section;
-use mail_parser::{Message, MessageParser, MessagePart, PartType};
+use mail_parser::{Message, MessagePart, PartType};
 
-/// Parses a stored message; `None` when it has no structure at all (an empty body).
-pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
-    MessageParser::default().parse(raw)
-}
+pub use super::parse::parse;
 
 /// One MIME part, with the message whose raw bytes its offsets point into (a nested message
 /// that was transfer-encoded has bytes of its own).
@@ -108,16 +106,14 @@ fn message_at<'m, 'x>(
     }
 }
 
-/// Whether a header field called `name` is listed (case-insensitive).
-fn listed(names: &[AString<'_>], name: &[u8]) -> bool {
-    names
-        .iter()
-        .any(|n| n.as_ref().eq_ignore_ascii_case(name.trim_ascii()))
-}
-
 /// The fields of a header block whose names are (or, with `keep == false`, are not) in `names`,
-/// each with its continuation lines, followed by the blank line.
+/// each with its continuation lines, followed by the blank line. The names go into a set once,
+/// so a long list costs its length, not its length times every line of every message.
 pub fn filter_header(block: &[u8], names: &[AString<'_>], keep: bool) -> Vec<u8> {
+    let listed: HashSet<Vec<u8>> = names
+        .iter()
+        .map(|n| n.as_ref().to_ascii_lowercase())
+        .collect();
     let mut out = Vec::new();
     let mut including = false;
     for line in block.split_inclusive(|&b| b == b'\n') {
@@ -126,7 +122,7 @@ pub fn filter_header(block: &[u8], names: &[AString<'_>], keep: bool) -> Vec<u8>
         }
         if !matches!(line.first(), Some(b' ' | b'\t')) {
             let name = line.split(|&b| b == b':').next().unwrap_or_default();
-            including = listed(names, name) == keep;
+            including = listed.contains(&name.trim_ascii().to_ascii_lowercase()) == keep;
         }
         if including {
             out.extend_from_slice(line);
@@ -180,15 +176,15 @@ pub fn section_bytes(
 }
 
 /// `<origin.length>` of a partial fetch applied to the section's bytes.
-pub fn partial(bytes: Vec<u8>, range: Option<(u32, NonZeroU32)>) -> Vec<u8> {
-    match range {
-        None => bytes,
-        Some((origin, length)) => {
-            let start = (origin as usize).min(bytes.len());
-            let end = start.saturating_add(length.get() as usize).min(bytes.len());
-            bytes[start..end].to_vec()
-        }
+pub fn partial(mut bytes: Vec<u8>, range: Option<(u32, NonZeroU32)>) -> Vec<u8> {
+    if let Some((origin, length)) = range {
+        let start = (origin as usize).min(bytes.len());
+        let end = start.saturating_add(length.get() as usize).min(bytes.len());
+        // In place, no second copy of a large body.
+        bytes.truncate(end);
+        bytes.drain(..start);
     }
+    bytes
 }
 
 #[cfg(test)]
@@ -223,7 +219,7 @@ mod tests {
 
     fn get(raw: &[u8], section: Option<Section<'static>>) -> String {
         let msg = parse(raw);
-        String::from_utf8(section_bytes(raw, msg.as_ref(), section.as_ref())).unwrap()
+        String::from_utf8(section_bytes(raw, msg.as_deref(), section.as_ref())).unwrap()
     }
 
     #[test]

@@ -8,12 +8,13 @@
 mod auth;
 pub mod connection;
 mod expunge;
-mod fetch;
+pub(crate) mod fetch;
 mod flags;
 mod mailbox;
 mod mime;
 #[cfg(test)]
 mod noise;
+mod parse;
 mod prelogin;
 mod reply;
 mod search;

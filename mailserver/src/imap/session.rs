@@ -10,6 +10,7 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{IString, NString, Tag, Vec1};
 use imap_codec::imap_types::response::{Capability, Code, Data, Greeting, Response, Status};
 
+use super::fetch::FetchJob;
 use super::mailbox::Selected;
 use super::reply::{self, CommandError, text};
 use crate::Context;
@@ -34,6 +35,8 @@ pub struct Session {
     pub(super) pending_auth: Option<Tag<'static>>,
     logged_out: bool,
     out: Vec<Response<'static>>,
+    /// A FETCH answered a batch at a time (see [`Session::resume`]).
+    pub(super) fetching: Option<FetchJob>,
     /// What the connection offers: STARTTLS, and whether clear-text logins are refused.
     starttls: bool,
     login_disabled: bool,
@@ -52,6 +55,7 @@ impl Session {
             pending_auth: None,
             logged_out: false,
             out: Vec::new(),
+            fetching: None,
             starttls: false,
             login_disabled: false,
         }
@@ -121,12 +125,37 @@ impl Session {
         Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
     }
 
-    /// Runs one command and queues its responses, the tagged status last.
+    /// Runs one command and queues its responses, the tagged status last. A command with much
+    /// to say (FETCH) queues only its first batch: see [`Session::has_more`].
     pub async fn command(&mut self, command: Command<'static>) {
         let tag = command.tag.clone();
         let result = self.dispatch(tag.clone(), command.body).await;
         let status = result.unwrap_or_else(|err| err.into_status(tag));
-        self.push_status(status);
+        match self.fetching.as_mut() {
+            Some(job) => {
+                job.status = status;
+                self.resume().await;
+            }
+            None => self.push_status(status),
+        }
+    }
+
+    /// Whether the last command has more responses to queue: write what
+    /// [`Session::take_output`] gave, then call [`Session::resume`].
+    pub fn has_more(&self) -> bool {
+        self.fetching.is_some()
+    }
+
+    /// Queues the next batch of the command in progress, its tagged status after the last.
+    pub async fn resume(&mut self) {
+        let Some(mut job) = self.fetching.take() else {
+            return;
+        };
+        match self.fetch_batch(&mut job).await {
+            Ok(true) => self.fetching = Some(job),
+            Ok(false) => self.push_status(job.status),
+            Err(err) => self.push_status(err.into_status(job.tag())),
+        }
     }
 
     /// Marks the session as logged out (the connection closes once the output is written).

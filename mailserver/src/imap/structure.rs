@@ -31,15 +31,13 @@ pub fn nstring(value: Option<&[u8]>) -> NString<'static> {
 
 /// Bytes as an NString that is always a literal (message content: sizes, not quoting, matter).
 /// A NUL byte cannot travel in an IMAP literal; the rare message holding one gets spaces.
-pub fn literal(value: Vec<u8>) -> NString<'static> {
-    let literal = Literal::try_from(value.clone()).unwrap_or_else(|_| {
-        let cleaned: Vec<u8> = value
-            .iter()
-            .map(|&b| if b == 0 { b' ' } else { b })
-            .collect();
-        Literal::try_from(cleaned)
-            .unwrap_or_else(|_| Literal::try_from(&b""[..]).expect("empty literal is valid"))
-    });
+pub fn literal(mut value: Vec<u8>) -> NString<'static> {
+    // Cleaned in place: a body is not copied on its way out.
+    for b in value.iter_mut().filter(|b| **b == 0) {
+        *b = b' ';
+    }
+    let literal = Literal::try_from(value)
+        .unwrap_or_else(|_| Literal::try_from(&b""[..]).expect("empty literal is valid"));
     NString(Some(IString::Literal(literal)))
 }
 
@@ -284,6 +282,30 @@ pub fn structure(part: PartRef<'_, '_>, extended: bool) -> BodyStructure<'static
         extension_data: extended.then(|| SinglePartExtensionData {
             md5: NString(None),
             tail: disposition_tail(part),
+        }),
+    }
+}
+
+/// The structure of a message past the parsing limits: its body as one opaque part, so no
+/// client tries to show megabytes of nested parts as text.
+pub fn opaque_structure(body: &[u8], extended: bool) -> BodyStructure<'static> {
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: Vec::new(),
+                id: NString(None),
+                description: NString(None),
+                content_transfer_encoding: istring(b"7BIT"),
+                size: size(body),
+            },
+            specific: SpecificFields::Basic {
+                r#type: istring(b"APPLICATION"),
+                subtype: istring(b"OCTET-STREAM"),
+            },
+        },
+        extension_data: extended.then_some(SinglePartExtensionData {
+            md5: NString(None),
+            tail: None,
         }),
     }
 }

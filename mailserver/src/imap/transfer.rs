@@ -153,16 +153,18 @@ impl Session {
         }
         let mut expunged = Vec::new();
         if let Some(selected) = self.selected.as_mut() {
-            // Pairs are ascending, so walking them backwards removes the highest first and
-            // every number is right when the client reads it.
+            // Pairs are ascending, so walking them backwards reports the highest first and
+            // every number is right when the client reads it; the view loses them in one pass.
             for (src, _) in pairs.iter().rev() {
-                if let Some(seq) = selected.seq_of(*src) {
-                    selected.messages.remove(seq - 1);
-                    if let Some(seq) = NonZeroU32::new(u32::try_from(seq).unwrap_or(u32::MAX)) {
-                        expunged.push(Data::Expunge(seq));
-                    }
+                if let Some(seq) = selected.seq_of(*src)
+                    && let Some(seq) = NonZeroU32::new(u32::try_from(seq).unwrap_or(u32::MAX))
+                {
+                    expunged.push(Data::Expunge(seq));
                 }
             }
+            selected
+                .messages
+                .retain(|m| pairs.binary_search_by_key(&m.uid, |(src, _)| *src).is_err());
         }
         for data in expunged {
             self.push(data);

@@ -19,7 +19,7 @@ pub const MAX_LINE: usize = 4096;
 
 /// Splits input into lines of at most `max` octets; a longer line is dropped up to its LF.
 #[derive(Debug, Default)]
-struct Lines {
+pub(crate) struct Lines {
     pending: Vec<u8>,
     /// Dropping the rest of an over-long line.
     discarding: bool,
@@ -27,7 +27,7 @@ struct Lines {
 
 /// One framed line.
 #[derive(Debug, PartialEq, Eq)]
-enum Line {
+pub(crate) enum Line {
     /// A line without its LF (a CR before it is left for the parser).
     Complete(Vec<u8>),
     /// A line over the limit; it was dropped.
@@ -35,12 +35,12 @@ enum Line {
 }
 
 impl Lines {
-    fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
     }
 
     /// The next complete line, if one is buffered.
-    fn next(&mut self, max: usize) -> Option<Line> {
+    pub(crate) fn next(&mut self, max: usize) -> Option<Line> {
         let Some(lf) = self.pending.iter().position(|&b| b == b'\n') else {
             if self.pending.len() > max {
                 self.discarding = true;
@@ -261,11 +261,11 @@ async fn login(ctx: &Context, credentials: &Credentials) -> LoginOutcome {
     {
         Ok(Some(account)) => account,
         Ok(None) => {
-            info!(user = %credentials.user, "pop3 login failed");
+            info!(user = ?credentials.user, "pop3 login failed");
             return LoginOutcome::Rejected;
         }
         Err(err) => {
-            warn!(user = %credentials.user, %err, "pop3 login could not be checked");
+            warn!(user = ?credentials.user, %err, "pop3 login could not be checked");
             return LoginOutcome::Unavailable;
         }
     };

@@ -7,5 +7,5 @@ pub mod connection;
 mod maildrop;
 #[cfg(test)]
 mod noise;
-mod reply;
-mod session;
+pub(crate) mod reply;
+pub(crate) mod session;

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::Limits;
 use super::session::{Action, Lookup, Security, Session};
+use super::spool::Spool;
 use crate::Context;
 use crate::driver::{self, Adapter, Connection, Flow, Role, Shutdown, Stream, Timeouts, Transport};
 use crate::store::{Store, normalize_address};
@@ -20,6 +21,8 @@ pub struct Smtp {
     ctx: Arc<Context>,
     transport: Transport,
     session: Session,
+    /// Where a large message's body goes while DATA is read.
+    spool: Spool,
 }
 
 impl Smtp {
@@ -39,6 +42,7 @@ impl Smtp {
             ctx,
             transport,
             session,
+            spool: Spool::default(),
         }
     }
 
@@ -52,12 +56,9 @@ impl Smtp {
                     let found = lookup(&self.ctx.store, &address).await;
                     self.session.lookup_done(found);
                 }
-                Action::Deliver(delivery) => {
-                    let result = self
-                        .ctx
-                        .store
-                        .deliver(&delivery.message, &delivery.recipients)
-                        .await;
+                Action::Spool(chunk) => self.spool.write(chunk).await,
+                Action::Deliver(mut delivery) => {
+                    let result = self.spool.deliver(&self.ctx.store, &mut delivery).await;
                     match &result {
                         Ok(copies) => info!(
                             %peer, id = %delivery.id, size = delivery.message.len(),
@@ -82,7 +83,7 @@ impl Smtp {
             match action {
                 Action::Reply(reply) => reply.write_to(out),
                 Action::Close => return Flow::Close,
-                Action::Lookup(_) | Action::Deliver(_) | Action::StartTls => {}
+                Action::Lookup(_) | Action::Spool(_) | Action::Deliver(_) | Action::StartTls => {}
             }
         }
         Flow::Close
@@ -196,7 +197,9 @@ mod tests {
                 Action::Reply(reply) => text.push_str(&reply.to_wire()),
                 Action::StartTls => text.push_str("<starttls>"),
                 Action::Close => text.push_str("<close>"),
-                Action::Lookup(_) | Action::Deliver(_) => text.push_str("<store>"),
+                Action::Lookup(_) | Action::Spool(_) | Action::Deliver(_) => {
+                    text.push_str("<store>")
+                }
             }
         }
         text

@@ -9,9 +9,18 @@
 //! length limit), but for the protocol it is still inside the current line: a dot after it is
 //! not unstuffed and cannot end the data.
 
+//!
+//! Memory: a message past the spool threshold leaves the receiver in [`SpoolChunk`]s that the
+//! connection appends to a temporary file, so a session holds at most the threshold (or one
+//! chunk) of it. The trace headers are written first, at DATA, so nothing is copied to prepend
+//! them.
+
 use super::reply::{Reject, Reply};
-use super::session::{Action, Delivery, Mode as SessionMode, Session};
+use super::session::{Action, Body, Delivery, Mode as SessionMode, Session, SpoolChunk};
 use super::trace::{Trace, new_id};
+
+/// Once spooling, bytes are handed out in chunks of about this size.
+pub const SPOOL_CHUNK: usize = 64 * 1024;
 
 /// What the receiver made of the bytes it was given.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,7 +42,16 @@ pub enum DataError {
 /// Receives the message after `354`, one chunk of bytes at a time, in any split.
 #[derive(Debug)]
 pub struct DataReceiver {
+    /// The transaction id its trace headers name.
+    id: String,
+    /// What has not been handed out as a spool chunk yet: trace headers, then the message.
     message: Vec<u8>,
+    /// Bytes handed out as spool chunks.
+    spooled: u64,
+    /// Past this many bytes the message goes to the spool.
+    spool_threshold: usize,
+    /// Bytes of the message proper, for the size limit (trace headers do not count).
+    body_len: usize,
     max_size: usize,
     max_line: usize,
     /// At the start of a CRLF-delimited line (the DATA command's CRLF counts).
@@ -51,7 +69,11 @@ impl DataReceiver {
     /// `max_size`: largest message kept; `max_line`: longest line, CRLF included.
     pub fn new(max_size: usize, max_line: usize) -> Self {
         Self {
+            id: String::new(),
             message: Vec::new(),
+            spooled: 0,
+            spool_threshold: usize::MAX,
+            body_len: 0,
             max_size,
             max_line,
             line_start: true,
@@ -62,7 +84,35 @@ impl DataReceiver {
         }
     }
 
-    /// Feeds bytes of the data. After `Done`, take the result with [`DataReceiver::finish`].
+    /// Starts the stored message with the trace headers of transaction `id`.
+    pub fn with_head(mut self, id: String, head: Vec<u8>) -> Self {
+        self.id = id;
+        self.message = head;
+        self
+    }
+
+    /// Hands the message out in [`SpoolChunk`]s once it holds more than `threshold` bytes.
+    pub fn spool_past(mut self, threshold: usize) -> Self {
+        self.spool_threshold = threshold;
+        self
+    }
+
+    /// The bytes due for the spool: everything held once past the threshold, then whenever a
+    /// chunk's worth has gathered, and the rest at the end (`done`).
+    pub fn take_chunk(&mut self, done: bool) -> Option<SpoolChunk> {
+        let spooling = self.spooled > 0 || self.message.len() > self.spool_threshold;
+        let due = self.message.len() >= SPOOL_CHUNK || (done && !self.message.is_empty());
+        if self.error.is_some() || !spooling || !due {
+            return None;
+        }
+        let bytes = std::mem::take(&mut self.message);
+        let first = self.spooled == 0;
+        self.spooled += bytes.len() as u64;
+        Some(SpoolChunk { first, bytes })
+    }
+
+    /// Feeds bytes of the data. After `Done`, take the last chunk with
+    /// [`DataReceiver::take_chunk`] and then the result with [`DataReceiver::finish`].
     pub fn feed(&mut self, input: &[u8]) -> DataProgress {
         for (i, &b) in input.iter().enumerate() {
             if self.cr {
@@ -105,12 +155,17 @@ impl DataReceiver {
         DataProgress::More
     }
 
-    /// The unstuffed message with CRLF line endings, or why it is refused.
-    pub fn finish(self) -> Result<Vec<u8>, DataError> {
-        match self.error {
+    /// The transaction id and the unstuffed message with CRLF line endings (in memory or
+    /// spooled), or why it is refused.
+    pub fn finish(self) -> (String, Result<Body, DataError>) {
+        let body = match self.error {
             Some(error) => Err(error),
-            None => Ok(self.message),
-        }
+            None if self.spooled > 0 => Ok(Body::Spooled {
+                len: self.spooled + self.message.len() as u64,
+            }),
+            None => Ok(Body::Memory(self.message)),
+        };
+        (self.id, body)
     }
 
     fn push_line_break(&mut self) {
@@ -123,10 +178,11 @@ impl DataReceiver {
         if self.error.is_some() {
             return;
         }
-        if self.message.len() + bytes.len() > self.max_size {
+        if self.body_len + bytes.len() > self.max_size {
             self.fail(DataError::TooBig);
             return;
         }
+        self.body_len += bytes.len();
         self.message.extend_from_slice(bytes);
     }
 
@@ -143,46 +199,26 @@ impl DataReceiver {
 /// for its delivery.
 impl Session {
     pub(super) fn data_start(&mut self) {
-        match &self.tx {
-            None => self.reject(Reject::BadSequence("send MAIL first")),
-            Some(tx) if tx.recipients.is_empty() => self.reject(Reject::NoValidRecipients),
-            Some(_) => {
-                self.reply(Reply::start_data());
-                self.mode = SessionMode::Data(Box::new(DataReceiver::new(
-                    self.limits.max_message_size,
-                    self.limits.max_data_line,
-                )));
-            }
-        }
-    }
-
-    /// The end of DATA: refuse, or hand the message over for delivery.
-    pub(super) fn data_end(&mut self, body: Result<Vec<u8>, DataError>) {
-        // The transaction ends with DATA's reply whatever it is.
-        let Some(tx) = self.tx.take() else {
+        let Some(tx) = &self.tx else {
             return self.reject(Reject::BadSequence("send MAIL first"));
         };
+        if tx.recipients.is_empty() {
+            return self.reject(Reject::NoValidRecipients);
+        }
         // MAIL needs a HELO first, so a transaction always has one.
         let (helo, extended) = match &self.helo {
-            Some(helo) => (helo.name.clone(), helo.extended),
-            None => (String::new(), false),
+            Some(helo) => (helo.name.as_str(), helo.extended),
+            None => ("", false),
         };
-        let body = match body {
-            Ok(body) => body,
-            Err(DataError::TooBig) => return self.reject(Reject::MessageTooBig),
-            Err(DataError::LineTooLong) => {
-                return self.reject(Reject::DataLineTooLong(self.limits.max_data_line));
-            }
-        };
-        let id = new_id();
         let protocol = match (extended, tx.smtputf8) {
             (false, _) => "SMTP",
             (true, false) => "ESMTP",
             (true, true) => "UTF8SMTP",
         };
-        let mut message = Trace {
+        let id = new_id();
+        let head = Trace {
             sender: &tx.sender,
-            helo: &helo,
+            helo,
             peer: self.peer,
             hostname: &self.hostname,
             protocol,
@@ -190,12 +226,35 @@ impl Session {
             date: (self.clock)(),
         }
         .headers();
-        message.extend_from_slice(&body);
-        let size = message.len() as u64;
-        if let Some(full) = tx.recipients.iter().find(|r| !r.fits(size)) {
-            // One reply covers every recipient, so one full mailbox refuses the message; the
-            // RCPT-time check with SIZE= usually catches this first.
-            return self.reject(Reject::MailboxFull(full.address.clone()));
+        let receiver = DataReceiver::new(self.limits.max_message_size, self.limits.max_data_line)
+            .with_head(id, head)
+            .spool_past(self.limits.spool_threshold);
+        self.reply(Reply::start_data());
+        self.mode = SessionMode::Data(Box::new(receiver));
+    }
+
+    /// The end of DATA: refuse, or hand the message over for delivery.
+    pub(super) fn data_end(&mut self, id: String, body: Result<Body, DataError>) {
+        // The transaction ends with DATA's reply whatever it is.
+        let Some(tx) = self.tx.take() else {
+            return self.reject(Reject::BadSequence("send MAIL first"));
+        };
+        let message = match body {
+            Ok(body) => body,
+            Err(DataError::TooBig) => return self.reject(Reject::MessageTooBig),
+            Err(DataError::LineTooLong) => {
+                return self.reject(Reject::DataLineTooLong(self.limits.max_data_line));
+            }
+        };
+        // One reply covers every recipient, so one full mailbox refuses the message; the
+        // RCPT-time check with SIZE= usually catches this first.
+        let size = message.len();
+        if let Some(full) = tx
+            .recipients
+            .iter()
+            .find_map(|r| Reject::quota(r, &r.address, size))
+        {
+            return self.reject(full);
         }
         self.ask(Action::Deliver(Delivery {
             id,
@@ -208,7 +267,12 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::session::tests::{EHLO, GREETING, limits, run, run_with};
+    use crate::smtp::session::tests::{EHLO, GREETING, limits, run, run_chunked, run_with};
+
+    /// The finished receiver's message, which never spools here.
+    fn memory(r: DataReceiver) -> Result<Vec<u8>, DataError> {
+        r.finish().1.map(|body| body.bytes().to_vec())
+    }
 
     /// Feeds `input` in every two-piece split and checks each gives the same outcome.
     fn receive(
@@ -219,7 +283,7 @@ mod tests {
         let whole = {
             let mut r = DataReceiver::new(max_size, max_line);
             match r.feed(input) {
-                DataProgress::Done { consumed } => (r.finish(), consumed),
+                DataProgress::Done { consumed } => (memory(r), consumed),
                 DataProgress::More => (Ok(b"<unfinished>".to_vec()), input.len()),
             }
         };
@@ -227,9 +291,9 @@ mod tests {
             let mut r = DataReceiver::new(max_size, max_line);
             let (a, b) = input.split_at(split);
             let got = match r.feed(a) {
-                DataProgress::Done { consumed } => (r.finish(), consumed),
+                DataProgress::Done { consumed } => (memory(r), consumed),
                 DataProgress::More => match r.feed(b) {
-                    DataProgress::Done { consumed } => (r.finish(), split + consumed),
+                    DataProgress::Done { consumed } => (memory(r), split + consumed),
                     DataProgress::More => (Ok(b"<unfinished>".to_vec()), input.len()),
                 },
             };
@@ -344,9 +408,57 @@ mod tests {
             "{}Subject: hi\r\n\r\n.dot\r\nbody\r\n",
             trace("ESMTP", "a@x.test")
         );
-        assert_eq!(String::from_utf8_lossy(&delivery.message), want);
+        assert_eq!(String::from_utf8_lossy(delivery.message.bytes()), want);
         let ids: Vec<i64> = delivery.recipients.iter().map(|r| r.mailbox_id).collect();
         assert_eq!(ids, [1, 2]);
+    }
+
+    #[test]
+    fn a_large_message_is_spooled_in_bounded_chunks() {
+        let lines: String = (0..4000).map(|i| format!("..line {i:05}\r\n")).collect();
+        let input = format!(
+            "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n\
+             Subject: big\r\n\r\n{lines}.\r\nQUIT\r\n"
+        );
+        let mut big = limits();
+        big.max_message_size = 1 << 20;
+        let in_memory = run_chunked(input.as_bytes(), 4096, big.clone(), true);
+        assert_eq!(in_memory.spooled, 0);
+        big.spool_threshold = 1000;
+        for chunk in [1, 4096, usize::MAX] {
+            let spooled = run_chunked(input.as_bytes(), chunk, big.clone(), true);
+            assert_eq!(spooled.transcript, in_memory.transcript, "{chunk}");
+            assert_eq!(spooled.spooled, 1, "{chunk}");
+            // The same bytes, trace headers first, whichever way they travelled.
+            assert_eq!(spooled.deliveries, in_memory.deliveries, "{chunk}");
+            if chunk != usize::MAX {
+                assert!(
+                    spooled.largest_chunk <= SPOOL_CHUNK + chunk,
+                    "{chunk}: a chunk of {}",
+                    spooled.largest_chunk
+                );
+            }
+        }
+        let text = String::from_utf8_lossy(in_memory.deliveries[0].message.bytes()).into_owned();
+        assert!(text.starts_with(&trace("ESMTP", "a@x.test")));
+        assert!(text.ends_with("\r\n.line 03999\r\n"));
+    }
+
+    #[test]
+    fn a_spooled_message_too_big_is_refused_and_not_delivered() {
+        let mut small = limits();
+        small.spool_threshold = 100;
+        small.max_message_size = 1000;
+        let input = format!(
+            "EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n\
+             {}.\r\nNOOP\r\n",
+            "y\r\n".repeat(600)
+        );
+        let outcome = run_with(&input, small, true);
+        assert!(outcome.deliveries.is_empty());
+        assert!(outcome.transcript.ends_with(
+            "552 5.3.4 message exceeds the fixed maximum message size\r\n250 2.0.0 Ok\r\n"
+        ));
     }
 
     #[test]
@@ -363,7 +475,7 @@ mod tests {
             )
         );
         assert_eq!(
-            String::from_utf8_lossy(&outcome.deliveries[0].message),
+            String::from_utf8_lossy(outcome.deliveries[0].message.bytes()),
             format!("{}x\r\n", trace("SMTP", ""))
         );
     }
@@ -390,7 +502,7 @@ mod tests {
             assert_eq!(outcome.deliveries.len(), 1, "{end:?}");
             let delivery = &outcome.deliveries[0];
             assert_eq!(delivery.recipients.len(), 1, "{end:?}");
-            let text = String::from_utf8_lossy(&delivery.message);
+            let text = String::from_utf8_lossy(delivery.message.bytes());
             assert!(
                 text.contains("MAIL FROM:<evil@x.test>\r\n"),
                 "{end:?}: {text}"

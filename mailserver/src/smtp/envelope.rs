@@ -148,10 +148,11 @@ impl Session {
         };
         match lookup {
             // Every message is at least one byte; SIZE= tells more when the client gives it.
-            Lookup::Local(recipient) if !recipient.fits(declared_size.max(1) as u64) => {
-                self.reject(Reject::MailboxFull(address))
-            }
             Lookup::Local(recipient) => {
+                if let Some(full) = Reject::quota(&recipient, &address, declared_size.max(1) as u64)
+                {
+                    return self.reject(full);
+                }
                 if let Some(tx) = &mut self.tx {
                     tx.recipients.push(recipient);
                 }
@@ -252,7 +253,7 @@ mod tests {
             (
                 "full mailbox",
                 "<full@example.test>",
-                "552 5.2.2 <full@example.test>: mailbox full",
+                "452 4.2.2 <full@example.test>: mailbox full, try again later",
             ),
             (
                 "room for small mail",
@@ -275,7 +276,7 @@ mod tests {
         assert_eq!(
             outcome.transcript,
             format!(
-                "{GREETING}{EHLO}250 2.1.0 Ok\r\n552 5.2.2 <small@example.test>: mailbox full\r\n\
+                "{GREETING}{EHLO}250 2.1.0 Ok\r\n552 5.2.2 <small@example.test>: message exceeds the mailbox quota\r\n\
                  250 2.1.5 Ok\r\n"
             )
         );
@@ -294,7 +295,24 @@ mod tests {
             format!(
                 "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n\
                  354 End data with <CR><LF>.<CR><LF>\r\n\
-                 552 5.2.2 <small@example.test>: mailbox full\r\n"
+                 552 5.2.2 <small@example.test>: message exceeds the mailbox quota\r\n"
+            )
+        );
+        assert!(outcome.deliveries.is_empty());
+        // half@ has 100 bytes left: the same message would fit an empty mailbox, so the
+        // refusal is temporary (RFC 3463: 4.2.2), at RCPT with SIZE= and after DATA.
+        let outcome = run(&format!(
+            "EHLO c.test\r\nMAIL FROM:<a@x.test> SIZE=150\r\nRCPT TO:<half@example.test>\r\n\
+             MAIL FROM:<a@x.test>\r\nRSET\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<half@example.test>\r\n\
+             DATA\r\n{body}\r\n.\r\n"
+        ));
+        let full = "452 4.2.2 <half@example.test>: mailbox full, try again later\r\n";
+        assert_eq!(
+            outcome.transcript,
+            format!(
+                "{GREETING}{EHLO}250 2.1.0 Ok\r\n{full}503 5.5.1 nested MAIL command\r\n\
+                 250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+                 354 End data with <CR><LF>.<CR><LF>\r\n{full}"
             )
         );
         assert!(outcome.deliveries.is_empty());

@@ -18,6 +18,7 @@ pub mod envelope;
 mod noise;
 pub mod reply;
 pub mod session;
+pub mod spool;
 pub mod trace;
 
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long one connection may last in all.
     pub session_timeout: Duration,
+    /// A message larger than this goes to a temporary file instead of staying in memory.
+    pub spool_threshold: usize,
 }
 
 impl Default for Limits {
@@ -63,6 +66,7 @@ impl Limits {
             max_errors: 20,
             idle_timeout: Duration::from_secs(5 * 60),
             session_timeout: Duration::from_secs(30 * 60),
+            spool_threshold: 256 * 1024,
         }
     }
 }

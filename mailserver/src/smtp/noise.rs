@@ -67,7 +67,7 @@ fn random_sessions_get_well_formed_replies() {
         assert!(outcome.transcript.starts_with("220 "), "{input:?}");
         check_transcript(&outcome.transcript, &input);
         for delivery in &outcome.deliveries {
-            assert!(delivery.message.ends_with(b"\r\n"), "{input:?}");
+            assert!(delivery.message.bytes().ends_with(b"\r\n"), "{input:?}");
             assert!(!delivery.recipients.is_empty(), "{input:?}");
         }
     }

@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use crate::store::Recipient;
+
 /// One reply, possibly multi-line (EHLO).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
@@ -129,8 +131,10 @@ pub enum Reject {
     MailboxUnavailable(String),
     /// The recipient's domain is not hosted here, and this server relays for no one.
     RelayDenied(String),
-    /// The recipient's mailbox cannot take a message of this size.
+    /// The recipient's mailbox has no room for the message now (it would fit an empty one).
     MailboxFull(String),
+    /// The message alone is larger than the recipient's quota: retrying cannot help.
+    ExceedsQuota(String),
     TooManyRecipients,
     /// DATA after MAIL whose recipients were all refused.
     NoValidRecipients,
@@ -144,11 +148,25 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// The refusal for a recipient whose mailbox cannot take `size` more bytes now: temporary
+    /// while the message would fit the empty mailbox (RFC 3463 4.2.2), permanent once it alone
+    /// is larger than the quota (5.2.2). `None` when it fits.
+    pub fn quota(recipient: &Recipient, address: &str, size: u64) -> Option<Reject> {
+        if recipient.fits(size) {
+            None
+        } else if i64::try_from(size).is_ok_and(|size| size <= recipient.quota_bytes) {
+            Some(Reject::MailboxFull(address.to_string()))
+        } else {
+            Some(Reject::ExceedsQuota(address.to_string()))
+        }
+    }
+
     /// Temporary refusals (4xx) invite the client to retry; permanent ones (5xx) do not.
     pub fn temporary(&self) -> bool {
         matches!(
             self,
             Reject::TooManyRecipients
+                | Reject::MailboxFull(_)
                 | Reject::LookupFailed
                 | Reject::StoreFailed
                 | Reject::TooManyErrors
@@ -192,7 +210,16 @@ impl Reject {
                 (50, [1, 1], format!("<{addr}>: mailbox unavailable"))
             }
             Reject::RelayDenied(addr) => (50, [7, 1], format!("<{addr}>: relaying denied")),
-            Reject::MailboxFull(addr) => (52, [2, 2], format!("<{addr}>: mailbox full")),
+            Reject::MailboxFull(addr) => (
+                52,
+                [2, 2],
+                format!("<{addr}>: mailbox full, try again later"),
+            ),
+            Reject::ExceedsQuota(addr) => (
+                52,
+                [2, 2],
+                format!("<{addr}>: message exceeds the mailbox quota"),
+            ),
             Reject::TooManyRecipients => (52, [5, 3], "too many recipients".into()),
             Reject::NoValidRecipients => (54, [5, 1], "no valid recipients".into()),
             Reject::LookupFailed => (
@@ -282,7 +309,11 @@ mod tests {
             ),
             (
                 Reject::MailboxFull(addr()),
-                "552 5.2.2 <a@b.test>: mailbox full",
+                "452 4.2.2 <a@b.test>: mailbox full, try again later",
+            ),
+            (
+                Reject::ExceedsQuota(addr()),
+                "552 5.2.2 <a@b.test>: message exceeds the mailbox quota",
             ),
             (Reject::TooManyRecipients, "452 4.5.3 too many recipients"),
             (Reject::NoValidRecipients, "554 5.5.1 no valid recipients"),

@@ -30,6 +30,8 @@ pub enum Action {
     Reply(Reply),
     /// Find where this recipient address delivers; answer with [`Session::lookup_done`].
     Lookup(String),
+    /// Append these bytes of the message being received to the connection's spool file.
+    Spool(SpoolChunk),
     /// Store this message for these recipients in one go; answer with [`Session::delivered`].
     Deliver(Delivery),
     /// Close the connection (after sending the replies before this).
@@ -54,8 +56,40 @@ pub struct Security {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Delivery {
     pub id: String,
-    pub message: Vec<u8>,
+    pub message: Body,
     pub recipients: Vec<Recipient>,
+}
+
+/// A received message, trace headers first: in memory when small, else in the spool file
+/// that the [`Action::Spool`] chunks filled (see `smtp::spool`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Body {
+    Memory(Vec<u8>),
+    /// The first `len` bytes of the spool.
+    Spooled {
+        len: u64,
+    },
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Memory(bytes) => bytes.len() as u64,
+            Body::Spooled { len } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Bytes of a message past the spool threshold, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SpoolChunk {
+    /// The first chunk of a message: the spool starts afresh.
+    pub first: bool,
+    pub bytes: Vec<u8>,
 }
 
 /// Where a recipient address leads.
@@ -239,7 +273,7 @@ impl Session {
         match &action {
             Action::Lookup(address) => self.mode = Mode::Lookup(address.clone()),
             Action::Deliver(delivery) => self.mode = Mode::Deliver(delivery.id.clone()),
-            Action::Reply(_) | Action::Close | Action::StartTls => {}
+            Action::Reply(_) | Action::Spool(_) | Action::Close | Action::StartTls => {}
         }
         self.out.push_back(action);
     }
@@ -267,15 +301,22 @@ impl Session {
                 DataProgress::More => {
                     self.input.clear();
                     self.start = 0;
-                    false
+                    let chunk = receiver.take_chunk(false);
+                    chunk
+                        .map(|chunk| self.out.push_back(Action::Spool(chunk)))
+                        .is_some()
                 }
                 DataProgress::Done { consumed } => {
                     self.start += consumed;
+                    if let Some(chunk) = receiver.take_chunk(true) {
+                        self.out.push_back(Action::Spool(chunk));
+                    }
                     let Mode::Data(receiver) = std::mem::replace(&mut self.mode, Mode::Command)
                     else {
                         return false;
                     };
-                    self.data_end(receiver.finish());
+                    let (id, body) = receiver.finish();
+                    self.data_end(id, body);
                     true
                 }
             },
@@ -440,6 +481,7 @@ pub(in crate::smtp) mod tests {
             "Bob@Example.test" => Lookup::Local(recipient(2, "bob@example.test", 1 << 20, 0)),
             "small@example.test" => Lookup::Local(recipient(3, "small@example.test", 300, 0)),
             "full@example.test" => Lookup::Local(recipient(4, "full@example.test", 100, 100)),
+            "half@example.test" => Lookup::Local(recipient(6, "half@example.test", 1000, 900)),
             "ünï@example.test" => Lookup::Local(recipient(5, "ünï@example.test", 1 << 20, 0)),
             "nobody@example.test" => Lookup::UnknownUser,
             "down@example.test" => Lookup::Failed,
@@ -457,6 +499,20 @@ pub(in crate::smtp) mod tests {
     pub struct Outcome {
         pub transcript: String,
         pub deliveries: Vec<Delivery>,
+        /// How many deliveries came from the spool.
+        pub spooled: usize,
+        /// The largest [`Action::Spool`] chunk.
+        pub largest_chunk: usize,
+    }
+
+    impl Body {
+        /// The bytes of a body the test harness has read back from its spool.
+        pub fn bytes(&self) -> &[u8] {
+            match self {
+                Body::Memory(bytes) => bytes,
+                Body::Spooled { .. } => panic!("the harness reads spooled bodies back"),
+            }
+        }
     }
 
     /// Runs `input` through a session fed `chunk` bytes at a time; deliveries succeed when
@@ -466,13 +522,26 @@ pub(in crate::smtp) mod tests {
             Session::new("mx.test", "192.0.2.1".parse().unwrap(), limits).with_clock(clock);
         let mut transcript = String::new();
         let mut deliveries = Vec::new();
+        let (mut spool, mut spooled, mut largest_chunk) = (Vec::new(), 0, 0);
         let mut chunks = input.chunks(chunk.max(1));
         loop {
             while let Some(action) = session.next_action() {
                 match action {
                     Action::Reply(reply) => transcript.push_str(&reply.to_wire()),
                     Action::Lookup(address) => session.lookup_done(directory(&address)),
-                    Action::Deliver(delivery) => {
+                    Action::Spool(chunk) => {
+                        if chunk.first {
+                            spool.clear();
+                        }
+                        spool.extend_from_slice(&chunk.bytes);
+                        largest_chunk = largest_chunk.max(chunk.bytes.len());
+                    }
+                    Action::Deliver(mut delivery) => {
+                        if let Body::Spooled { len } = delivery.message {
+                            assert_eq!(len, spool.len() as u64, "spool holds the message");
+                            delivery.message = Body::Memory(std::mem::take(&mut spool));
+                            spooled += 1;
+                        }
                         deliveries.push(delivery);
                         session.delivered(store_ok);
                     }
@@ -487,13 +556,16 @@ pub(in crate::smtp) mod tests {
         }
         for delivery in &mut deliveries {
             transcript = transcript.replace(&delivery.id, "ID");
-            let text = String::from_utf8_lossy(&delivery.message).replace(&delivery.id, "ID");
-            delivery.message = text.into_bytes();
+            let text =
+                String::from_utf8_lossy(delivery.message.bytes()).replace(&delivery.id, "ID");
+            delivery.message = Body::Memory(text.into_bytes());
             delivery.id = "ID".to_string();
         }
         Outcome {
             transcript,
             deliveries,
+            spooled,
+            largest_chunk,
         }
     }
 
@@ -501,7 +573,11 @@ pub(in crate::smtp) mod tests {
     pub fn run_with(input: &str, limits: Limits, store_ok: bool) -> Outcome {
         let whole = run_chunked(input.as_bytes(), usize::MAX, limits.clone(), store_ok);
         let bytewise = run_chunked(input.as_bytes(), 1, limits, store_ok);
-        assert_eq!(whole, bytewise, "chunking changed the outcome of {input:?}");
+        assert_eq!(
+            (&whole.transcript, &whole.deliveries, whole.spooled),
+            (&bytewise.transcript, &bytewise.deliveries, bytewise.spooled),
+            "chunking changed the outcome of {input:?}"
+        );
         whole
     }
 

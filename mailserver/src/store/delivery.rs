@@ -2,11 +2,14 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use mail_blobstore::BlobSource;
 use sha2::{Digest, Sha256};
 use sqlx::{Postgres, Transaction};
 
-use super::{Recipient, Store, StoreError, notify_changed};
+use super::blobs::{Staged, change_refs, confirm, stage};
+use super::{Recipient, Store, StoreError, lock_mailboxes, notify_changed};
 
 /// Where one copy of a delivered message landed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,9 +19,48 @@ pub struct Delivered {
     pub uid: i64,
 }
 
+/// Times a write stages its body again after the collector took it meanwhile.
+pub(super) const ATTEMPTS: usize = 3;
+
 /// The blob key of a body: its SHA-256, so equal bodies share one object.
 pub fn blob_key(raw: &[u8]) -> String {
     hex::encode(Sha256::digest(raw))
+}
+
+/// [`blob_key`] of a source, read in chunks on a blocking thread (a spooled body is never
+/// loaded whole).
+pub async fn source_key(source: &BlobSource) -> std::io::Result<String> {
+    use std::io::Read;
+    let source = source.clone();
+    let hash = move || -> std::io::Result<String> {
+        match &source {
+            BlobSource::Bytes(bytes) => Ok(blob_key(bytes)),
+            BlobSource::File { path, len } => {
+                let mut file = std::fs::File::open(path)?.take(*len);
+                let mut hasher = Sha256::new();
+                let mut buf = vec![0; 64 * 1024];
+                let mut seen = 0;
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                    seen += n as u64;
+                }
+                if seen != *len {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} holds {seen} bytes, {len} expected", path.display()),
+                    ));
+                }
+                Ok(hex::encode(hasher.finalize()))
+            }
+        }
+    };
+    tokio::task::spawn_blocking(hash)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 impl Recipient {
@@ -32,29 +74,43 @@ impl Recipient {
 }
 
 impl Store {
-    /// Stores `raw` once per bucket and files it into the INBOX of every recipient (duplicates
-    /// of a mailbox count once). When this returns `Ok`, the message is durable everywhere;
-    /// on `Err`, no row was written (a body already put stays unreferenced until collected).
-    /// A recipient the message would take over quota fails the whole delivery with
-    /// [`StoreError::QuotaExceeded`]; callers check [`Recipient::fits`] first, so this only
-    /// happens when concurrent deliveries race for the last bytes.
+    /// Stores `raw` once per bucket and files it into the INBOX of every recipient; see
+    /// [`Store::deliver_source`].
     pub async fn deliver(
         &self,
         raw: &[u8],
         recipients: &[Recipient],
     ) -> Result<Vec<Delivered>, StoreError> {
-        let result = self.store_message(raw, recipients).await;
-        crate::metrics::delivery(result.is_ok(), raw.len());
+        let source = BlobSource::Bytes(Bytes::copy_from_slice(raw));
+        self.deliver_source(&source, recipients).await
+    }
+
+    /// Stores the body once per bucket (streamed from a file when spooled) and files it into
+    /// the INBOX of every recipient (duplicates of a mailbox count once). When this returns
+    /// `Ok`, the message is durable everywhere; on `Err`, no message row was written (a body
+    /// already put is staged, and collected later). A recipient the message would take over
+    /// quota fails the whole delivery with [`StoreError::QuotaExceeded`]; callers check
+    /// [`Recipient::fits`] first, so this only happens when concurrent deliveries race for the
+    /// last bytes.
+    pub async fn deliver_source(
+        &self,
+        source: &BlobSource,
+        recipients: &[Recipient],
+    ) -> Result<Vec<Delivered>, StoreError> {
+        let result = self.store_message(source, recipients).await;
+        crate::metrics::delivery(result.is_ok(), source.len() as usize);
         result
     }
 
     async fn store_message(
         &self,
-        raw: &[u8],
+        source: &BlobSource,
         recipients: &[Recipient],
     ) -> Result<Vec<Delivered>, StoreError> {
-        let key = blob_key(raw);
-        let size = i64::try_from(raw.len()).unwrap_or(i64::MAX);
+        let key = source_key(source)
+            .await
+            .map_err(mail_blobstore::BlobError::from)?;
+        let size = i64::try_from(source.len()).unwrap_or(i64::MAX);
         // bucket -> distinct mailboxes in it
         let mut by_bucket: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for r in recipients {
@@ -63,45 +119,63 @@ impl Store {
                 ids.push(r.mailbox_id);
             }
         }
-        // One lock order for every delivery, so concurrent ones cannot deadlock.
-        for ids in by_bucket.values_mut() {
-            ids.sort_unstable();
-        }
-        for bucket in by_bucket.keys() {
-            self.blobs.put(bucket, &key, raw).await?;
-        }
-
-        let mut tx = self.db.begin().await?;
-        let mut delivered = Vec::new();
-        for (bucket, mailboxes) in &by_bucket {
-            let blob_id =
-                add_blob_refs(&mut tx, bucket, &key, size, mailboxes.len() as i64).await?;
-            for &mailbox_id in mailboxes {
-                let taken = take_uids(&mut tx, mailbox_id, None, 1)
-                    .await?
-                    .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
-                let row = NewMessage {
-                    mailbox_id,
-                    folder_id: taken.folder_id,
-                    uid: taken.first_uid,
-                    modseq: taken.modseq,
-                    blob_id,
-                    size,
-                    flags: &[],
-                    internal_date: None,
-                };
-                insert_message(&mut tx, &row).await?;
-                charge_quota(&mut tx, mailbox_id, size).await?;
-                notify_changed(&mut tx, mailbox_id).await?;
-                delivered.push(Delivered {
-                    mailbox_id,
-                    folder_id: taken.folder_id,
-                    uid: taken.first_uid,
-                });
+        for _ in 0..ATTEMPTS {
+            // (mailbox, blob) in mailbox order: the lock order.
+            let mut targets = Vec::new();
+            let mut staged = Vec::new();
+            for (bucket, mailboxes) in &by_bucket {
+                let blob = stage(self, bucket, &key, source).await?;
+                staged.push(blob);
+                targets.extend(mailboxes.iter().map(|&m| (m, blob)));
+            }
+            targets.sort_unstable_by_key(|(mailbox, _)| *mailbox);
+            if let Some(delivered) = self.file_into_inboxes(&staged, &targets, size).await? {
+                return Ok(delivered);
             }
         }
+        Err(StoreError::Contended)
+    }
+
+    /// The delivery's transaction; `None` when a staged blob was collected meanwhile.
+    async fn file_into_inboxes(
+        &self,
+        staged: &[Staged],
+        targets: &[(i64, Staged)],
+        size: i64,
+    ) -> Result<Option<Vec<Delivered>>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        if !confirm(&mut tx, staged).await? {
+            return Ok(None);
+        }
+        let mailbox_ids: Vec<i64> = targets.iter().map(|(m, _)| *m).collect();
+        lock_mailboxes(&mut tx, &mailbox_ids).await?;
+        let mut delivered = Vec::new();
+        for &(mailbox_id, blob) in targets {
+            charge_quota(&mut tx, mailbox_id, size).await?;
+            let taken = take_uids(&mut tx, mailbox_id, None, 1)
+                .await?
+                .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
+            let row = NewMessage {
+                mailbox_id,
+                folder_id: taken.folder_id,
+                uid: taken.first_uid,
+                modseq: taken.modseq,
+                blob_id: blob.id,
+                size,
+                flags: &[],
+                internal_date: None,
+            };
+            insert_message(&mut tx, &row).await?;
+            notify_changed(&mut tx, mailbox_id).await?;
+            delivered.push(Delivered {
+                mailbox_id,
+                folder_id: taken.folder_id,
+                uid: taken.first_uid,
+            });
+        }
+        change_refs(&mut tx, targets.iter().map(|(_, blob)| blob.id), 1).await?;
         tx.commit().await?;
-        Ok(delivered)
+        Ok(Some(delivered))
     }
 }
 
@@ -126,27 +200,6 @@ pub(super) struct NewMessage<'a> {
     pub flags: &'a [String],
     /// `None` is now.
     pub internal_date: Option<DateTime<Utc>>,
-}
-
-/// Adds `refs` references to the blob `bucket/key` (creating its row) and returns its id.
-pub(super) async fn add_blob_refs(
-    tx: &mut Transaction<'_, Postgres>,
-    bucket: &str,
-    key: &str,
-    size: i64,
-    refs: i64,
-) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO blobs (bucket, key, size, refcount) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (bucket, key) DO UPDATE SET refcount = blobs.refcount + EXCLUDED.refcount
-         RETURNING id",
-    )
-    .bind(bucket)
-    .bind(key)
-    .bind(size)
-    .bind(refs)
-    .fetch_one(&mut **tx)
-    .await?)
 }
 
 /// Reserves `count` UIDs in a folder of `mailbox_id` (`folder_id`, or the INBOX when `None`).

@@ -3,18 +3,18 @@
 //! They share delivery's steps (blob references, UIDs under the folder's row lock, quota in
 //! the transaction), so the same invariants hold whoever writes a message.
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use mail_blobstore::BlobSource;
 
-use super::delivery::{
-    NewMessage, add_blob_refs, blob_key, charge_quota, insert_message, take_uids,
-};
-use super::{Store, StoreError, notify_changed};
+use super::blobs::{change_refs, confirm, stage};
+use super::delivery::{ATTEMPTS, NewMessage, blob_key, charge_quota, insert_message, take_uids};
+use super::{Store, StoreError, lock_folder, notify_changed};
 
 /// A message row of the source folder, as COPY and MOVE need it.
 #[derive(sqlx::FromRow)]
 struct Source {
     id: i64,
-    mailbox_id: i64,
     uid: i64,
     blob_id: i64,
     size: i64,
@@ -35,46 +35,58 @@ impl Store {
         flags: &[String],
         internal_date: Option<DateTime<Utc>>,
     ) -> Result<(i64, i64), StoreError> {
-        // The folder check also keeps a body of a foreign folder out of the blob store.
-        let bucket: Option<String> = sqlx::query_scalar(
-            "SELECT d.bucket FROM folders f
+        // Both checks come before anything is written: a foreign folder's body, or one over
+        // quota, never reaches the blob store.
+        let row: Option<(String, bool)> = sqlx::query_as(
+            "SELECT d.bucket, m.used_bytes + $3 <= m.quota_bytes FROM folders f
                JOIN mailboxes m ON m.id = f.mailbox_id
                JOIN domains d ON d.id = m.domain_id
               WHERE f.id = $2 AND f.mailbox_id = $1",
         )
         .bind(mailbox_id)
         .bind(folder_id)
+        .bind(i64::try_from(raw.len()).unwrap_or(i64::MAX))
         .fetch_optional(&self.db)
         .await?;
-        let bucket = bucket.ok_or(StoreError::NoSuchFolder { mailbox_id })?;
+        let (bucket, fits) = row.ok_or(StoreError::NoSuchFolder { mailbox_id })?;
+        if !fits {
+            return Err(StoreError::QuotaExceeded { mailbox_id });
+        }
         let key = blob_key(raw);
         let size = i64::try_from(raw.len()).unwrap_or(i64::MAX);
         // Kept like STORE keeps them: each flag once, in one order.
         let mut flags = flags.to_vec();
         flags.sort_unstable();
         flags.dedup();
-        self.blobs.put(&bucket, &key, raw).await?;
-
-        let mut tx = self.db.begin().await?;
-        let blob_id = add_blob_refs(&mut tx, &bucket, &key, size, 1).await?;
-        let taken = take_uids(&mut tx, mailbox_id, Some(folder_id), 1)
-            .await?
-            .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
-        let row = NewMessage {
-            mailbox_id,
-            folder_id,
-            uid: taken.first_uid,
-            modseq: taken.modseq,
-            blob_id,
-            size,
-            flags: &flags,
-            internal_date,
-        };
-        insert_message(&mut tx, &row).await?;
-        charge_quota(&mut tx, mailbox_id, size).await?;
-        notify_changed(&mut tx, mailbox_id).await?;
-        tx.commit().await?;
-        Ok((taken.uid_validity, taken.first_uid))
+        let source = BlobSource::Bytes(Bytes::copy_from_slice(raw));
+        for _ in 0..ATTEMPTS {
+            let blob = stage(self, &bucket, &key, &source).await?;
+            let mut tx = self.db.begin().await?;
+            if !confirm(&mut tx, &[blob]).await? {
+                continue;
+            }
+            lock_folder(&mut tx, &[folder_id]).await?;
+            charge_quota(&mut tx, mailbox_id, size).await?;
+            let taken = take_uids(&mut tx, mailbox_id, Some(folder_id), 1)
+                .await?
+                .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
+            let row = NewMessage {
+                mailbox_id,
+                folder_id,
+                uid: taken.first_uid,
+                modseq: taken.modseq,
+                blob_id: blob.id,
+                size,
+                flags: &flags,
+                internal_date,
+            };
+            insert_message(&mut tx, &row).await?;
+            change_refs(&mut tx, [blob.id], 1).await?;
+            notify_changed(&mut tx, mailbox_id).await?;
+            tx.commit().await?;
+            return Ok((taken.uid_validity, taken.first_uid));
+        }
+        Err(StoreError::Contended)
     }
 
     /// Copies the messages `uids` of `from_folder` into `to_folder` of the same mailbox: the
@@ -115,9 +127,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.db.begin().await?;
-        // Locked, so a concurrent EXPUNGE or MOVE of the same messages waits for us.
+        let mailbox_id = lock_folder(&mut tx, &[from_folder, to_folder]).await?;
+        // Locked, so a concurrent EXPUNGE or MOVE of the same messages waits for this one.
         let sources: Vec<Source> = sqlx::query_as(
-            "SELECT id, mailbox_id, uid, blob_id, size, flags, internal_date
+            "SELECT id, uid, blob_id, size, flags, internal_date
                FROM messages WHERE folder_id = $1 AND uid = ANY($2)
               ORDER BY uid FOR UPDATE",
         )
@@ -125,11 +138,10 @@ impl Store {
         .bind(uids)
         .fetch_all(&mut *tx)
         .await?;
-        let Some(mailbox_id) = sources.first().map(|s| s.mailbox_id) else {
+        if sources.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let count = i64::try_from(sources.len()).unwrap_or(i64::MAX);
-        // Only a folder of the source's own mailbox is found here.
         let taken = take_uids(&mut tx, mailbox_id, Some(to_folder), count)
             .await?
             .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
@@ -147,10 +159,6 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             } else {
-                sqlx::query("UPDATE blobs SET refcount = refcount + 1 WHERE id = $1")
-                    .bind(source.blob_id)
-                    .execute(&mut *tx)
-                    .await?;
                 let row = NewMessage {
                     mailbox_id,
                     folder_id: to_folder,
@@ -173,6 +181,7 @@ impl Store {
         } else {
             let total = sources.iter().map(|s| s.size).sum();
             charge_quota(&mut tx, mailbox_id, total).await?;
+            change_refs(&mut tx, sources.iter().map(|s| s.blob_id), 1).await?;
         }
         notify_changed(&mut tx, mailbox_id).await?;
         tx.commit().await?;

@@ -1,8 +1,12 @@
 //! Folders and the messages in them: what IMAP and POP3 read and change.
 
-use chrono::{DateTime, Utc};
+use std::ops::Range;
 
-use super::{Store, StoreError, notify_changed};
+use chrono::{DateTime, Utc};
+use mail_blobstore::BlobReader;
+
+use super::blobs::change_refs;
+use super::{Store, StoreError, lock_folder, notify_changed};
 
 /// An IMAP folder of a mailbox.
 #[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
@@ -30,6 +34,13 @@ pub struct MessageMeta {
     pub flags: Vec<String>,
     pub bucket: String,
     pub blob_key: String,
+}
+
+fn missing(message: &MessageMeta) -> StoreError {
+    StoreError::MissingBlob {
+        bucket: message.bucket.clone(),
+        key: message.blob_key.clone(),
+    }
 }
 
 /// How STORE changes flags.
@@ -86,13 +97,27 @@ impl Store {
 
     /// The message's bytes exactly as they were delivered.
     pub async fn read_body(&self, message: &MessageMeta) -> Result<Vec<u8>, StoreError> {
-        self.blobs
-            .get(&message.bucket, &message.blob_key)
-            .await?
-            .ok_or_else(|| StoreError::MissingBlob {
-                bucket: message.bucket.clone(),
-                key: message.blob_key.clone(),
-            })
+        let body = self.blobs.get(&message.bucket, &message.blob_key).await?;
+        body.ok_or_else(|| missing(message))
+    }
+
+    /// The message's bytes as a stream: a large body is written out without being held.
+    pub async fn open_body(&self, message: &MessageMeta) -> Result<BlobReader, StoreError> {
+        let body = self.blobs.open(&message.bucket, &message.blob_key).await?;
+        body.ok_or_else(|| missing(message))
+    }
+
+    /// The bytes `range` of the message (cut at its end), e.g. for `BODY[]<start.length>`.
+    pub async fn read_body_range(
+        &self,
+        message: &MessageMeta,
+        range: Range<u64>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let body = self
+            .blobs
+            .get_range(&message.bucket, &message.blob_key, range)
+            .await?;
+        body.ok_or_else(|| missing(message))
     }
 
     /// Changes the flags of the given UIDs of a folder and returns each changed message's UID
@@ -112,6 +137,10 @@ impl Store {
             }
         };
         let mut tx = self.db.begin().await?;
+        match lock_folder(&mut tx, &[folder_id]).await {
+            Err(StoreError::NoSuchFolder { .. }) => return Ok(Vec::new()),
+            other => other?,
+        };
         let modseq: i64 = sqlx::query_scalar(
             "UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1 RETURNING highest_modseq",
         )
@@ -136,23 +165,14 @@ impl Store {
     }
 
     /// Removes the folder's messages flagged `\Deleted` (only those among `uids` when given) and
-    /// returns their UIDs in ascending order.
+    /// returns their UIDs in ascending order. The flag is read inside the transaction, under
+    /// the mailbox's lock, so a message whose flag a STORE just removed stays.
     pub async fn expunge(
         &self,
         folder_id: i64,
         uids: Option<&[i64]>,
     ) -> Result<Vec<i64>, StoreError> {
-        let doomed: Vec<i64> = sqlx::query_scalar(
-            "SELECT uid FROM messages
-              WHERE folder_id = $1 AND '\\Deleted' = ANY(flags)
-                AND ($2::bigint[] IS NULL OR uid = ANY($2))
-              ORDER BY uid",
-        )
-        .bind(folder_id)
-        .bind(uids)
-        .fetch_all(&self.db)
-        .await?;
-        self.delete_messages(folder_id, &doomed).await
+        self.remove(folder_id, uids, true).await
     }
 
     /// Removes the given messages of a folder whatever their flags (POP3 `DELE` at `QUIT`) and
@@ -165,35 +185,47 @@ impl Store {
         if uids.is_empty() {
             return Ok(Vec::new());
         }
+        self.remove(folder_id, Some(uids), false).await
+    }
+
+    async fn remove(
+        &self,
+        folder_id: i64,
+        uids: Option<&[i64]>,
+        only_deleted: bool,
+    ) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.db.begin().await?;
-        let removed: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-            "DELETE FROM messages WHERE folder_id = $1 AND uid = ANY($2)
-              RETURNING uid, mailbox_id, blob_id, size",
+        let mailbox_id = match lock_folder(&mut tx, &[folder_id]).await {
+            Err(StoreError::NoSuchFolder { .. }) => return Ok(Vec::new()),
+            other => other?,
+        };
+        let removed: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "DELETE FROM messages
+              WHERE folder_id = $1
+                AND ($2::bigint[] IS NULL OR uid = ANY($2))
+                AND (NOT $3 OR '\\Deleted' = ANY(flags))
+              RETURNING uid, blob_id, size",
         )
         .bind(folder_id)
         .bind(uids)
+        .bind(only_deleted)
         .fetch_all(&mut *tx)
         .await?;
-        for (_, mailbox_id, blob_id, size) in &removed {
-            sqlx::query("UPDATE blobs SET refcount = refcount - 1 WHERE id = $1")
-                .bind(blob_id)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE mailboxes SET used_bytes = GREATEST(used_bytes - $2, 0) WHERE id = $1",
-            )
+        if removed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let size: i64 = removed.iter().map(|(_, _, size)| size).sum();
+        sqlx::query("UPDATE mailboxes SET used_bytes = GREATEST(used_bytes - $2, 0) WHERE id = $1")
             .bind(mailbox_id)
             .bind(size)
             .execute(&mut *tx)
             .await?;
-        }
-        if let Some((_, mailbox_id, _, _)) = removed.first() {
-            sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1")
-                .bind(folder_id)
-                .execute(&mut *tx)
-                .await?;
-            notify_changed(&mut tx, *mailbox_id).await?;
-        }
+        sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1")
+            .bind(folder_id)
+            .execute(&mut *tx)
+            .await?;
+        change_refs(&mut tx, removed.iter().map(|(_, blob, _)| *blob), -1).await?;
+        notify_changed(&mut tx, mailbox_id).await?;
         tx.commit().await?;
         let mut uids: Vec<i64> = removed.into_iter().map(|(uid, ..)| uid).collect();
         uids.sort_unstable();

@@ -8,6 +8,7 @@
 mod pem;
 mod resolver;
 mod self_signed;
+mod validity;
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 pub use pem::{CertKeyPaths, fingerprint};
+pub use validity::{EXPIRY_WARNING, expiry_warning};
 
 /// How often the reloader looks at the files. Kubernetes itself takes up to a minute to
 /// propagate a changed Secret, so a few seconds more is invisible.
@@ -61,8 +63,6 @@ struct Watched {
     paths: CertKeyPaths,
     /// Digest of the files now in use.
     loaded: [u8; 32],
-    /// Digest of files that failed to load, so a bad file is reported once, not every poll.
-    rejected: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Certificates {
@@ -85,11 +85,12 @@ impl Certificates {
         let mut files = Vec::with_capacity(pairs.len());
         for paths in pairs {
             let contents = pem::Contents::read(paths)?;
-            keys.push(contents.parse(paths, &provider)?);
+            let key = contents.parse(paths, &provider)?;
+            announce(paths, &key, "loaded");
+            keys.push(key);
             files.push(Watched {
                 paths: paths.clone(),
                 loaded: contents.digest(),
-                rejected: None,
             });
         }
         Ok(Arc::new(Self {
@@ -121,7 +122,7 @@ impl Certificates {
 
     /// Rereads the files and swaps in the pairs whose contents changed. `Ok(true)` if anything
     /// was swapped. A pair that fails to load keeps its previous certificate and makes this
-    /// return the error (once per bad content; a later poll of the same files says `Ok(false)`).
+    /// return the error (every time, until the files are fixed); good pairs beside it still swap.
     pub fn reload(&self) -> anyhow::Result<bool> {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let mut keys = self.current().to_vec();
@@ -130,23 +131,20 @@ impl Certificates {
         for (watched, key) in files.iter_mut().zip(keys.iter_mut()) {
             let loaded = pem::Contents::read(&watched.paths).and_then(|contents| {
                 let digest = contents.digest();
-                if digest == watched.loaded || Some(digest) == watched.rejected {
+                if digest == watched.loaded {
                     return Ok(None);
                 }
-                match contents.parse(&watched.paths, &self.provider) {
-                    Ok(new) => Ok(Some((digest, new))),
-                    Err(e) => {
-                        watched.rejected = Some(digest);
-                        Err(e)
-                    }
-                }
+                Ok(Some((
+                    digest,
+                    contents.parse(&watched.paths, &self.provider)?,
+                )))
             });
             match loaded {
                 Ok(None) => {}
                 Ok(Some((digest, new))) => {
+                    announce(&watched.paths, &new, "reloaded");
                     *key = new;
                     watched.loaded = digest;
-                    watched.rejected = None;
                     changed = true;
                 }
                 Err(e) => errors.push(format!("{e:#}")),
@@ -178,16 +176,26 @@ impl Certificates {
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
+            // A bad or missing file is logged when it appears, not at every poll.
+            let mut failing: Option<String> = None;
             loop {
                 tick.tick().await;
                 let Some(this) = this.upgrade() else { return };
-                match this.reload() {
-                    Ok(true) => tracing::info!(
-                        fingerprint = %this.fingerprint(),
-                        "TLS certificates reloaded"
-                    ),
-                    Ok(false) => {}
-                    Err(e) => tracing::error!("{e:#}"),
+                // File reads block; a slow volume must not stall a runtime worker.
+                let reloaded = tokio::task::spawn_blocking(move || this.reload()).await;
+                match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("TLS reload failed: {e}"))) {
+                    Ok(changed) => {
+                        if failing.take().is_some() && !changed {
+                            tracing::info!("TLS certificate files are good again, unchanged");
+                        }
+                    }
+                    Err(e) => {
+                        let message = format!("{e:#}");
+                        if failing.as_ref() != Some(&message) {
+                            tracing::error!("{message}");
+                            failing = Some(message);
+                        }
+                    }
                 }
             }
         })
@@ -203,5 +211,22 @@ impl Certificates {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+}
+
+/// Logs which names a certificate serves, so an operator can check SNI coverage, and warns
+/// when it is expired or close to it.
+fn announce(paths: &CertKeyPaths, key: &CertifiedKey, what: &str) {
+    let Ok(cert) = key.end_entity_cert() else {
+        return;
+    };
+    tracing::info!(
+        cert = %paths.cert.display(),
+        names = ?resolver::names(key),
+        fingerprint = %fingerprint(cert),
+        "TLS certificate {what}"
+    );
+    if let Some(warning) = expiry_warning(cert, std::time::SystemTime::now()) {
+        tracing::warn!(cert = %paths.cert.display(), "TLS certificate {warning}");
     }
 }

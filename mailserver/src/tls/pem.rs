@@ -114,7 +114,23 @@ fn private_key(pem: &[u8], path: &Path) -> anyhow::Result<PrivateKeyDer<'static>
 }
 
 fn malformed(path: &Path, e: pem::Error) -> anyhow::Error {
-    anyhow!("{}: malformed PEM ({e})", path.display())
+    // The markers and lines come as bytes, which Display would print as numbers.
+    let problem = match e {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!(
+                "no \"-----END {}-----\" line",
+                String::from_utf8_lossy(&end_marker)
+            )
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!(
+                "bad BEGIN line \"{}\"",
+                String::from_utf8_lossy(&line[..line.len().min(80)])
+            )
+        }
+        e => e.to_string(),
+    };
+    anyhow!("{}: malformed PEM ({problem})", path.display())
 }
 
 /// SHA-256 of a certificate's DER, as `AB:CD:...` (what `openssl x509 -fingerprint -sha256` prints).

@@ -22,6 +22,7 @@ pub fn domain(name: &str, policy: ReclaimPolicy) -> MailDomainSpec {
         domain: name.to_string(),
         reclaim_policy: policy,
         catch_all: None,
+        dns: Default::default(),
     }
 }
 
