@@ -34,15 +34,11 @@ pub fn server_binary() -> anyhow::Result<PathBuf> {
 
 /// Every listener on a free loopback port.
 fn free_port_args() -> Vec<String> {
-    [
-        "--smtp-listen",
-        "--imap-listen",
-        "--pop3-listen",
-        "--http-listen",
-    ]
-    .into_iter()
-    .flat_map(|flag| [flag.to_string(), "127.0.0.1:0".to_string()])
-    .collect()
+    ["smtp", "imap", "pop3"]
+        .into_iter()
+        .flat_map(|kind| ["--listen".to_string(), format!("{kind}=127.0.0.1:0")])
+        .chain(["--http-listen".to_string(), "127.0.0.1:0".to_string()])
+        .collect()
 }
 
 impl ServerProcess {
@@ -164,20 +160,21 @@ impl Memory {
         std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5").is_ok()
     }
 
-    /// Resident memory once it has stopped falling for a moment (allocators give memory back
-    /// lazily), at most `wait`.
+    /// Resident memory once it has stopped falling for two seconds (allocators give memory
+    /// back over several seconds), at most `wait`.
     pub fn settled_rss_mib(&self, wait: Duration) -> f64 {
         let deadline = Instant::now() + wait;
-        let mut last = self.rss_mib();
-        while Instant::now() < deadline {
+        let mut low = self.rss_mib();
+        let mut since = Instant::now();
+        while Instant::now() < deadline && since.elapsed() < Duration::from_secs(2) {
             std::thread::sleep(Duration::from_millis(250));
             let now = self.rss_mib();
-            if now >= last - 0.5 {
-                return now;
+            if now < low - 0.5 {
+                low = now;
+                since = Instant::now();
             }
-            last = now;
         }
-        last
+        low.min(self.rss_mib())
     }
 }
 

@@ -174,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         server.addr("imap")?,
         server.addr("pop3")?,
     );
-    let idle = memory.settled_rss_mib(Duration::from_secs(2));
+    let idle = memory.settled_rss_mib(Duration::from_secs(20));
     println!("hostile: mailserver pid {pid}, idle RSS {idle:.1} MiB");
 
     // The poisoned message sits in the victim's mailbox before anything else happens.
@@ -251,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
     .await;
     attacks.shutdown().await;
     let peak = sampler.finish().max(memory.peak_mib());
-    let after = memory.settled_rss_mib(Duration::from_secs(5));
+    let after = memory.settled_rss_mib(Duration::from_secs(20));
 
     println!(
         "  good client, quiet:        {} ({quiet_failures} failed)",

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let memory = server.memory();
     let smtp = server.addr("smtp")?;
     let imap = server.addr("imap")?;
-    let idle = memory.settled_rss_mib(Duration::from_secs(3));
+    let idle = memory.settled_rss_mib(Duration::from_secs(20));
     println!(
         "memory: mailserver pid {} (embedded mode, filesystem blobs)",
         server.pid()
@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let smtp_peak = sampler.finish().max(memory.peak_mib());
-    let smtp_after = memory.settled_rss_mib(Duration::from_secs(5));
+    let smtp_after = memory.settled_rss_mib(Duration::from_secs(20));
     println!(
         "  {} SMTP sessions x {} MiB at once: {:.1} s, {} failed; peak RSS {smtp_peak:.1} MiB \
          (target < 300), after {smtp_after:.1} MiB",
@@ -167,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
         done??;
     }
     let login_peak = sampler.finish().max(memory.peak_mib());
-    let login_after = memory.settled_rss_mib(Duration::from_secs(5));
+    let login_after = memory.settled_rss_mib(Duration::from_secs(20));
     println!(
         "  {} IMAP logins {} at a time: {:.1} s ({:.0}/s); peak RSS {login_peak:.1} MiB, after \
          {login_after:.1} MiB = {:.2}x idle (target < 2x)",
@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         login_after / idle
     );
 
-    let last = memory.settled_rss_mib(Duration::from_secs(5));
+    let last = memory.settled_rss_mib(Duration::from_secs(20));
     println!(
         "  RSS after all bursts: {last:.1} MiB = {:.2}x idle (target < 2x)",
         last / idle

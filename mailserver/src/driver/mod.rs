@@ -231,6 +231,10 @@ pub async fn run(
             }
             written = write_some(&mut writer, &out), if !out.is_empty() => {
                 out.drain(..written?);
+                // A large answer (a FETCH of a big message) leaves no big buffer behind.
+                if out.is_empty() && out.capacity() > MAX_PENDING_OUTPUT {
+                    out = Vec::new();
+                }
                 last_write = Instant::now();
             }
             () = tokio::time::sleep_until(write_deadline), if !out.is_empty() => {

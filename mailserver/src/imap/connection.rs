@@ -63,12 +63,22 @@ fn queue(server: &mut Server, responses: Vec<Response<'static>>) {
     }
 }
 
+/// Adds encoded output to `out`, taking the buffer itself when `out` is empty: a FETCH literal
+/// is as large as its message, and a copy of it would be one more message in memory.
+fn append(out: &mut Vec<u8>, bytes: Vec<u8>) {
+    if out.is_empty() {
+        *out = bytes;
+    } else {
+        out.extend_from_slice(&bytes);
+    }
+}
+
 /// Moves everything queued to `out`, stopping at the first thing that is not output (used
 /// only where the connection ends or restarts, so what follows does not matter).
 fn flush(server: &mut Server, out: &mut Vec<u8>) {
     loop {
         match server.next() {
-            Err(Interrupt::Io(Io::Output(bytes))) => out.extend_from_slice(&bytes),
+            Err(Interrupt::Io(Io::Output(bytes))) => append(out, bytes),
             Ok(Event::ResponseSent { .. } | Event::GreetingSent { .. }) => {}
             _ => break,
         }
@@ -113,7 +123,7 @@ impl Imap {
     fn emit(&mut self, out: &mut Vec<u8>) {
         loop {
             match self.server.next() {
-                Err(Interrupt::Io(Io::Output(bytes))) => out.extend_from_slice(&bytes),
+                Err(Interrupt::Io(Io::Output(bytes))) => append(out, bytes),
                 Ok(Event::ResponseSent { .. } | Event::GreetingSent { .. }) => {}
                 Err(Interrupt::Io(Io::NeedMoreInput)) => break,
                 other => {
@@ -167,7 +177,7 @@ impl Imap {
             let event = match next {
                 Ok(event) => event,
                 Err(Interrupt::Io(Io::Output(bytes))) => {
-                    out.extend_from_slice(&bytes);
+                    append(out, bytes);
                     continue;
                 }
                 Err(Interrupt::Io(Io::NeedMoreInput)) => return Flow::Continue,
