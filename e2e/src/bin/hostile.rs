@@ -401,15 +401,17 @@ async fn flood(imap: SocketAddr, count: usize, tally: Arc<Tally>, deadline: Inst
             }
         }
     }
-    // A connection the server closed at once (over the per-address cap) reads EOF.
+    // Held means greeted; over the per-address cap the server says goodbye and closes.
     let mut open = 0;
-    for stream in &held {
-        let mut probe = [0u8; 1];
-        match tokio::time::timeout(Duration::from_millis(200), stream.peek(&mut probe)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
+    for stream in held {
+        let Ok(mut conn) = Conn::from_stream(stream) else {
+            continue;
+        };
+        match tokio::time::timeout(Duration::from_secs(2), conn.line()).await {
+            Ok(Ok(line)) if line.starts_with("* OK") => open += 1,
+            _ => {
                 tally.cut.fetch_add(1, Ordering::Relaxed);
             }
-            _ => open += 1,
         }
     }
     tally.bad.fetch_add(open, Ordering::Relaxed);
