@@ -102,7 +102,7 @@ pub fn pop3(data: &[u8]) -> Vec<u8> {
                     return out;
                 }
                 PopAction::Login(credentials) => session.login_done(match &*credentials.password {
-                    "secret" => LoginOutcome::Opened(maildrop(body.len())),
+                    "secret" => LoginOutcome::Opened(maildrop([body.len(); 3])),
                     "down" => LoginOutcome::Unavailable,
                     _ => LoginOutcome::Rejected,
                 }),
@@ -119,7 +119,8 @@ pub fn pop3(data: &[u8]) -> Vec<u8> {
     out
 }
 
-fn maildrop(size: usize) -> Maildrop {
+/// A maildrop of three messages of the given sizes in a fixed INBOX (fuzzing, noise tests).
+pub(crate) fn maildrop(sizes: [usize; 3]) -> Maildrop {
     let folder = Folder {
         id: 7,
         mailbox_id: 1,
@@ -135,7 +136,7 @@ fn maildrop(size: usize) -> Maildrop {
         folder_id: 7,
         uid,
         modseq: 1,
-        size: i64::try_from(size).unwrap_or(i64::MAX),
+        size: i64::try_from(sizes[usize::try_from(uid - 1).unwrap_or(0) % 3]).unwrap_or(i64::MAX),
         internal_date: Utc::now(),
         flags: Vec::new(),
         bucket: "b".into(),

@@ -2,13 +2,10 @@
 //! that succeed, fail or find the store down — must never panic and must answer only
 //! well-formed replies. A cheap, deterministic stand-in for a fuzzer in every `cargo test`.
 
-use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::maildrop::Maildrop;
 use super::session::{Action, LoginOutcome, Session};
-use crate::store::{Folder, MessageMeta};
 
 const LINES: &[&[u8]] = &[
     b"USER alice@example.test",
@@ -38,31 +35,6 @@ const LINES: &[&[u8]] = &[
     b" ",
     b"\xff\xfe",
 ];
-
-fn maildrop() -> Maildrop {
-    let folder = Folder {
-        id: 7,
-        mailbox_id: 1,
-        name: "INBOX".into(),
-        special_use: Some("inbox".into()),
-        uid_validity: 1234,
-        uid_next: 4,
-        highest_modseq: 1,
-        subscribed: true,
-    };
-    let meta = |uid: i64| MessageMeta {
-        id: uid,
-        folder_id: 7,
-        uid,
-        modseq: 1,
-        size: 100 * uid,
-        internal_date: Utc::now(),
-        flags: Vec::new(),
-        bucket: "b".into(),
-        blob_key: format!("k{uid}"),
-    };
-    Maildrop::new(&folder, vec![meta(1), meta(2), meta(3)])
-}
 
 /// A reply is `+OK`, `-ERR` or a SASL `+ ` line, ends in CRLF, and a multi-line reply ends
 /// with the terminating `.` line.
@@ -119,7 +91,7 @@ fn random_sessions_get_well_formed_replies() {
                         break;
                     }
                     Action::Login(_) => session.login_done(match rng.gen_range(0..3) {
-                        0 => LoginOutcome::Opened(maildrop()),
+                        0 => LoginOutcome::Opened(crate::fuzzing::maildrop([100, 200, 300])),
                         1 => LoginOutcome::Rejected,
                         _ => LoginOutcome::Unavailable,
                     }),
