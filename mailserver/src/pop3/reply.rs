@@ -54,7 +54,7 @@ where
 }
 
 /// `+OK` and a message (RETR) or its header and first `body_lines` body lines (TOP): line ends
-/// become CRLF (a bare LF too), lines that start with `.` get one more, and `.CRLF` ends it.
+/// become CRLF (a bare LF or CR too), lines that start with `.` get one more, and `.CRLF` ends it.
 pub fn message(raw: &[u8], body_lines: Option<u64>) -> Vec<u8> {
     let mut out = match body_lines {
         None => ok(&format!("{} octets", raw.len())),
@@ -65,12 +65,15 @@ pub fn message(raw: &[u8], body_lines: Option<u64>) -> Vec<u8> {
     let mut left = body_lines.unwrap_or(u64::MAX);
     let mut rest = raw;
     while !rest.is_empty() {
-        let (line, next) = match rest.iter().position(|&b| b == b'\n') {
+        // A line ends at CRLF, a bare LF or a bare CR: none may reach the client alone.
+        let (line, next) = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => {
+                (&rest[..i], &rest[i + 2..])
+            }
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, &rest[rest.len()..]),
         };
         rest = next;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
         if !in_header {
             if left == 0 {
                 break;
@@ -138,6 +141,13 @@ mod tests {
                 None,
                 b"+OK 20 octets\r\nSubject: a\r\n\r\nbody\r\n.\r\n",
             ),
+            // A bare CR ends a line too (found by the fuzzer): none reaches the client, and
+            // what follows it is stuffed like any line.
+            (
+                b"S: a\r\n\r\nx\ry\r\n.\rz\r\n",
+                None,
+                b"+OK 18 octets\r\nS: a\r\n\r\nx\r\ny\r\n..\r\nz\r\n.\r\n",
+            ),
             // Bare LF becomes CRLF; a missing final line end is added.
             (
                 b"Subject: a\n\nline1\nline2",
@@ -150,11 +160,12 @@ mod tests {
                 None,
                 b"+OK 24 octets\r\nS: x\r\n\r\n..\r\n...two\r\na.b\r\n..\r\n.\r\n",
             ),
-            // A lone CR is not a line end and is left alone.
+            // A lone CR ends a line as well: sent as it was, `x\r.` would read as the end of
+            // the message to a client that breaks lines at CR.
             (
                 b"A: 1\r\n\r\nx\r.\r\n",
                 None,
-                b"+OK 13 octets\r\nA: 1\r\n\r\nx\r.\r\n.\r\n",
+                b"+OK 13 octets\r\nA: 1\r\n\r\nx\r\n..\r\n.\r\n",
             ),
             (b"", None, b"+OK 0 octets\r\n.\r\n"),
             // TOP: header, blank line, then n body lines.
