@@ -122,12 +122,7 @@ fn certificates(
         let fingerprint = certs.fingerprint();
         return Ok(Some((certs, fingerprint)));
     }
-    let mut names = vec![config.hostname.clone()];
-    for name in ["localhost", "example.test"] {
-        if !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
-    }
+    let names = mailserver::tls::embedded_names(&config.hostname);
     Certificates::self_signed(self_signed_dir, &names).map(Some)
 }
 

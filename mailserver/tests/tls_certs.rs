@@ -96,6 +96,24 @@ const BOTH: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 #[tokio::test]
+async fn the_embedded_certificate_verifies_for_localhost_and_the_loopback_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = mailserver::tls::embedded_names("mx.example.test");
+    let (certs, _) = Certificates::self_signed(dir.path(), &names).unwrap();
+    let addr = serve(certs.acceptor(Versions::Tls13Only)).await;
+    let root = cert_der(&dir.path().join("tls.crt"));
+    for name in ["mx.example.test", "localhost", "example.test", "127.0.0.1"] {
+        let client = connect(addr, name, std::slice::from_ref(&root), BOTH).await;
+        assert!(client.is_ok(), "{name}: {:?}", client.err());
+    }
+    let other = connect(addr, "elsewhere.test", &[root], BOTH).await;
+    assert!(
+        other.is_err(),
+        "a name the certificate does not cover must fail"
+    );
+}
+
+#[tokio::test]
 async fn self_signed_is_created_once_then_reused_and_serves_a_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let names = vec!["localhost".to_string(), "mail.example.test".to_string()];

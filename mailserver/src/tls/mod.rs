@@ -23,6 +23,19 @@ use tokio_rustls::TlsAcceptor;
 pub use pem::{CertKeyPaths, fingerprint};
 pub use validity::{EXPIRY_WARNING, expiry_warning};
 
+/// The names the embedded default's self-signed certificate covers: the server's own name,
+/// `localhost`, the example domain, and the loopback addresses (clients on the same machine
+/// often connect by address).
+pub fn embedded_names(hostname: &str) -> Vec<String> {
+    let mut names = vec![hostname.to_string()];
+    for name in ["localhost", "example.test", "127.0.0.1", "::1"] {
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
 /// How often the reloader looks at the files. Kubernetes itself takes up to a minute to
 /// propagate a changed Secret, so a few seconds more is invisible.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(5);
