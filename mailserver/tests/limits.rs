@@ -83,6 +83,23 @@ async fn limits() {
     assert!(lines.ends_with("+ Ready for literal data\r\n"), "{lines}");
     drop(client);
 
+    // After login a command line outside literals stays short: a 1 MB `FETCH 1,1,1,...`
+    // would be decoded whole (hundreds of bytes of memory per byte sent) before any of the
+    // session's own bounds see it. The client is told and closed.
+    let mut client = greeted(imap).await;
+    let set = vec!["1"; 500_000].join(",");
+    let command =
+        format!("a LOGIN alice@example.test secret\r\nb SELECT INBOX\r\nc FETCH {set} FLAGS\r\n");
+    client
+        .get_mut()
+        .write_all(command.as_bytes())
+        .await
+        .unwrap();
+    let mut rest = String::new();
+    client.read_to_string(&mut rest).await.unwrap();
+    assert!(rest.contains("a OK"), "{rest}");
+    assert!(rest.ends_with("* BYE Command line too long\r\n"), "{rest}");
+
     // Pipelining without reading: the output backs up, the write timeout cuts the client,
     // and its slot comes back.
     for (label, command) in [

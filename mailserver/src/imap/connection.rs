@@ -96,6 +96,8 @@ pub struct Imap {
     session: Session,
     server: Server,
     guard: Guard,
+    /// Line lengths after login (see [`Guard::after_login`]).
+    guard_after_login: Guard,
     pending: Pending,
 }
 
@@ -113,6 +115,7 @@ impl Imap {
             session,
             server,
             guard: Guard::default(),
+            guard_after_login: Guard::after_login(),
             pending: Pending::new(),
         }
     }
@@ -328,6 +331,10 @@ impl Adapter for Imap {
         }
         if bytes.is_empty() {
             return Flow::Continue;
+        }
+        if let Err(refusal) = self.guard_after_login.scan(bytes) {
+            info!(peer = %self.transport.peer, %refusal, "imap: refused");
+            return self.goodbye(&refusal.to_string(), out);
         }
         self.server.enqueue_input(bytes);
         self.process(out).await
