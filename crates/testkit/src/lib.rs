@@ -13,8 +13,10 @@
 #![forbid(unsafe_code)]
 
 mod garage;
+mod named;
 
 pub use garage::{Garage, garage};
+pub use named::Named;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,9 @@
 //! Who may log in: the argon2id password hash kept in PostgreSQL. (LDAP comes first in front
 //! of it once the directory is wired in; this is the local source and the fallback.)
 
+pub mod guard;
 mod hasher;
+pub mod source;
 
 use std::sync::Arc;
 

@@ -105,67 +105,14 @@ pub fn missing(records: &[DnsRecord], served: &Served) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, UdpSocket};
-    use std::process::{Child, Command};
-
     use mail_provision::dns::{self, DkimPublicKey, DnsSettings};
     use mail_resources::DkimAlgorithm;
 
     use super::*;
 
-    /// BIND's named serving `zone` for example.test on a free loopback port, stopped on drop.
-    struct Named {
-        child: Child,
-        address: SocketAddr,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Drop for Named {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn named(snippet: &str) -> Named {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|s| s.local_addr())
-            .expect("a free port")
-            .port();
-        let zone = dir.path().join("example.test.zone");
-        std::fs::write(
-            &zone,
-            format!(
-                "$TTL 300\n@ IN SOA ns1.example.net. hostmaster.example.test. 1 7200 3600 1209600 300\n\
-                 @ IN NS ns1.example.net.\n{snippet}"
-            ),
-        )
-        .expect("zone");
-        let conf = dir.path().join("named.conf");
-        let d = dir.path().display();
-        std::fs::write(
-            &conf,
-            format!(
-                "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; \
-                 listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; \
-                 recursion no; dnssec-validation no; }};\n\
-                 zone \"example.test\" {{ type primary; file \"{}\"; }};\n",
-                zone.display()
-            ),
-        )
-        .expect("conf");
-        let child = Command::new("/usr/sbin/named")
-            .args(["-g", "-4", "-c"])
-            .arg(&conf)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("named (Debian bind9)");
-        Named {
-            child,
-            address: (Ipv4Addr::LOCALHOST, port).into(),
-            _dir: dir,
-        }
+    /// BIND's named serving `snippet` as the example.test zone.
+    fn named(snippet: &str) -> mail_testkit::Named {
+        mail_testkit::Named::start(&[("example.test", snippet)])
     }
 
     fn records() -> Vec<DnsRecord> {
@@ -201,7 +148,7 @@ mod tests {
     async fn published_records_are_found_and_others_reported() {
         let records = records();
         let server = named(&dns::zone_snippet(&records, 300));
-        let checker = DnsChecker::at(server.address);
+        let checker = DnsChecker::at(server.address());
         ready(&checker).await;
 
         let served = checker.served(&records).await;
@@ -250,7 +197,7 @@ mod tests {
             &[],
         );
         let server = named(&dns::zone_snippet(&wrong, 300));
-        let checker = DnsChecker::at(server.address);
+        let checker = DnsChecker::at(server.address());
         ready(&checker).await;
         let (ctx, mut api, _blobs) = fixtures::context_checking_dns(checker).await;
         assert_eq!(ctx.dns, settings);
