@@ -52,7 +52,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let certificates = certificates(&config, &listeners, &tls_dir)?;
     let backends = Backends::open(&config).await?;
     let ctx = Arc::new(Context {
-        store: Store::new(backends.pool.clone(), backends.blobs.clone()),
+        store: Store::new(backends.pool.clone(), backends.blobs.clone())
+            .with_maildrop_lock_ttl(Duration::from_secs(config.pop3_lock_ttl)),
         auth: Authenticator::new(backends.pool.clone()),
         settings: Settings {
             hostname: config.hostname.clone(),
