@@ -364,6 +364,107 @@ async fn fetchmail_downloads_the_maildrop_byte_for_byte() {
     fx.stop().await;
 }
 
+/// getmail6 into a maildir (its own POP3 client, in Python), deleting after download.
+async fn getmail(addr: SocketAddr) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let maildir = dir.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    // getmail refuses to deliver as root; as root it delivers as another user, who must be
+    // able to write the maildir.
+    let as_root = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if as_root {
+        use std::os::unix::fs::PermissionsExt;
+        let open = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        open(dir.path(), 0o755);
+        open(&maildir, 0o777);
+        for sub in ["cur", "new", "tmp"] {
+            open(&maildir.join(sub), 0o777);
+        }
+    }
+    let rc = dir.path().join("getmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "[retriever]\ntype = SimplePOP3Retriever\nserver = 127.0.0.1\nport = {port}\n\
+             username = {USER}\npassword = {PASSWORD}\n\n\
+             [destination]\ntype = Maildir\npath = {maildir}\n\n\
+             [options]\nread_all = true\ndelete = true\ndelivered_to = false\n\
+             received = false\nmessage_log_syslog = false\nverbose = 0\n",
+            port = addr.port(),
+            maildir = if as_root {
+                format!("{}/\nuser = nobody", maildir.display())
+            } else {
+                format!("{}/", maildir.display())
+            },
+        ),
+    )
+    .expect("rc");
+    let output = Command::new("getmail")
+        .arg("--getmaildir")
+        .arg(dir.path())
+        .arg("--rcfile")
+        .arg(&rc)
+        .output()
+        .await
+        .expect("getmail runs");
+    assert!(
+        output.status.success(),
+        "getmail failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // getmail adds a Return-Path of its own (POP3 carries no envelope sender): taken off.
+    let mut files: Vec<Vec<u8>> = std::fs::read_dir(maildir.join("new"))
+        .expect("new")
+        .map(|e| std::fs::read(e.expect("entry").path()).expect("message"))
+        .map(|m| {
+            m.strip_prefix(b"Return-Path: <unknown>\n".as_slice())
+                .expect("getmail's Return-Path first")
+                .to_vec()
+        })
+        .collect();
+    // Maildir names carry no order: sort by the Subject line.
+    files.sort_by_key(|m| subject(m));
+    files
+}
+
+fn subject(message: &[u8]) -> Vec<u8> {
+    message
+        .split(|&b| b == b'\n')
+        .find(|l| l.starts_with(b"Subject: "))
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn getmail_downloads_into_a_maildir_and_deletes() {
+    let fx = start().await;
+    let mut delivered = messages();
+    delivered.pop(); // the big one is fetchmail's
+    for raw in &delivered {
+        fx.deliver(USER, raw).await;
+    }
+    let got = getmail(fx.addresses().pop3).await;
+    delivered.sort_by_key(|m| subject(&lf_lines(m)));
+    assert_eq!(got.len(), delivered.len(), "one file per message");
+    for (got, raw) in got.iter().zip(&delivered) {
+        assert_eq!(
+            String::from_utf8_lossy(got),
+            String::from_utf8_lossy(&lf_lines(raw))
+        );
+    }
+    assert_eq!(fx.uids(USER).await, Vec::<i64>::new(), "deleted at QUIT");
+    fx.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_lock_per_maildrop_across_processes() {
     let fx = start().await;
@@ -554,4 +655,124 @@ async fn imap_expunge_during_a_pop3_session() {
     );
     assert_eq!(fx.uids(USER).await, Vec::<i64>::new());
     fx.stop().await;
+}
+
+/// A lease taken from under a live session (another process found it expired and took it):
+/// the session deletes nothing, at QUIT or at its next command after the renewal noticed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_deletes_nothing() {
+    let fx = start().await;
+    fx.deliver(USER, b"Subject: 1\r\n\r\none\r\n").await;
+    fx.deliver(USER, b"Subject: 2\r\n\r\ntwo\r\n").await;
+    let other = spawn(&fx).await;
+    let steal = || async {
+        let gone = sqlx::query("DELETE FROM pop3_locks")
+            .execute(fx.pool())
+            .await
+            .expect("delete lease");
+        assert_eq!(gone.rows_affected(), 1);
+    };
+    let lost = "-ERR [SYS/TEMP] maildrop lock lost, nothing deleted; reconnect";
+
+    // Checked in the database at QUIT.
+    let mut a = session(other.pop3).await.expect("login");
+    assert_eq!(a.cmd("DELE 1").await, "+OK message 1 deleted");
+    steal().await;
+    assert_eq!(a.cmd("QUIT").await, lost);
+    assert_eq!(fx.uids(USER).await, vec![1, 2]);
+
+    // Noticed by the renewal: the next command ends the session, while another has the lock.
+    let mut b = session(other.pop3).await.expect("login");
+    assert_eq!(b.cmd("DELE 2").await, "+OK message 2 deleted");
+    steal().await;
+    let mut c = session(fx.addresses().pop3)
+        .await
+        .expect("free after the theft");
+    let deadline = Instant::now() + CHILD_TTL * 3;
+    loop {
+        let reply = b.cmd("NOOP").await;
+        if reply == lost {
+            break;
+        }
+        assert_eq!(reply, "+OK");
+        assert!(Instant::now() < deadline, "the lost lease was not noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fx.uids(USER).await, vec![1, 2]);
+    assert_eq!(c.cmd("STAT").await, "+OK 2 38");
+    c.cmd("QUIT").await;
+    fx.stop().await;
+}
+
+/// RETR of a 24 MB message raises the serving process's peak memory by far less than the
+/// message: the body streams through in pieces (a whole copy plus its stuffed copy was ~50 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retr_of_a_large_message_streams() {
+    let fx = start().await;
+    let mut raw = b"Subject: large\r\n\r\n".to_vec();
+    let mut n = 0u64;
+    while raw.len() < 24 * 1024 * 1024 {
+        raw.extend_from_slice(format!(".{n:010} some text to fill the line up\r\n").as_bytes());
+        n += 1;
+    }
+    sqlx::query("UPDATE mailboxes SET quota_bytes = 100000000")
+        .execute(fx.pool())
+        .await
+        .expect("quota");
+    fx.deliver(USER, &raw).await;
+    let other = spawn(&fx).await;
+    let pid = other.child.id().expect("pid");
+    let mut pop = session(other.pop3).await.expect("login");
+    // TOP first: it must not need the whole body either.
+    assert_eq!(pop.cmd("TOP 1 1").await, "+OK top of message follows");
+    assert_eq!(
+        pop.lines().await,
+        vec![
+            "Subject: large",
+            "",
+            "..0000000000 some text to fill the line up"
+        ]
+    );
+    // Peak counted from now on (`clear_refs` 5 resets VmHWM to the current RSS).
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset peak RSS");
+    let before = rss_kib(pid, "VmHWM:");
+    assert_eq!(pop.cmd("RETR 1").await, format!("+OK {} octets", raw.len()));
+    let mut wire = 0usize;
+    let mut lines = 0u64;
+    loop {
+        let mut line = Vec::new();
+        let read = pop.reader.read_until(b'\n', &mut line).await.expect("read");
+        assert!(read > 0, "connection closed in the middle of the message");
+        if line == b".\r\n" {
+            break;
+        }
+        wire += line.len();
+        lines += 1;
+    }
+    let after = rss_kib(pid, "VmHWM:");
+    // Every body line starts with a dot, so each got one more on the wire.
+    assert_eq!(wire, raw.len() + usize::try_from(n).expect("count"));
+    assert_eq!(lines, n + 2);
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "RETR of {} bytes: peak RSS {before} KiB -> {after} KiB (+{grown} KiB)",
+        raw.len()
+    );
+    assert!(
+        grown < 12 * 1024,
+        "peak memory grew by {grown} KiB during RETR"
+    );
+    pop.cmd("QUIT").await;
+    fx.stop().await;
+}
+
+/// A memory figure of the process from `/proc/<pid>/status` (`VmHWM:` is the peak resident
+/// memory), in KiB.
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
 }
