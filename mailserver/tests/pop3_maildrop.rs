@@ -44,6 +44,10 @@ struct Process {
 }
 
 async fn spawn(world: &TestServer) -> Process {
+    spawn_with_ttl(world, CHILD_TTL).await
+}
+
+async fn spawn_with_ttl(world: &TestServer, ttl: Duration) -> Process {
     let opts = world.pool().connect_options();
     let url = format!(
         "postgres://postgres@{}:{}/{}",
@@ -65,7 +69,7 @@ async fn spawn(world: &TestServer) -> Process {
             "--hostname",
             "mx2.example.test",
             "--pop3-lock-ttl",
-            &CHILD_TTL.as_secs().to_string(),
+            &ttl.as_secs().to_string(),
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -775,4 +779,39 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM")
+}
+
+/// A process that drains (SIGTERM, a rolling restart) frees its sessions' locks on the way
+/// out: the client reconnecting to another pod gets in at once, long before the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_process_frees_its_locks() {
+    let fx = start().await;
+    let mut other = spawn_with_ttl(&fx, Duration::from_secs(600)).await;
+    let mut held = session(other.pop3)
+        .await
+        .expect("login on the other process");
+    assert_eq!(
+        session(fx.addresses().pop3).await.err().as_deref(),
+        Some(IN_USE)
+    );
+    let pid = other.child.id().expect("pid").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(killed.success());
+    // The session is told, then the process exits.
+    assert_eq!(
+        held.read_line().await,
+        "-ERR [SYS/TEMP] server shutting down, nothing deleted; reconnect"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), other.child.wait())
+        .await
+        .expect("exits within its grace period")
+        .expect("exit status");
+    assert!(status.success(), "{status}");
+    let mut again = session(fx.addresses().pop3).await.expect("free at once");
+    again.cmd("QUIT").await;
+    fx.stop().await;
 }

@@ -116,6 +116,16 @@ impl MaildropLocks {
         }))
     }
 
+    /// Gives up every lease of this process (its server has stopped serving): the next
+    /// session on another process need not wait for them to expire.
+    pub async fn release_all(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM pop3_locks WHERE process = $1")
+            .bind(&self.process)
+            .execute(&self.db)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     fn lock_state(&self) -> std::sync::MutexGuard<'_, Held> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
