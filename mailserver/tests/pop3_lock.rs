@@ -28,6 +28,11 @@ async fn one_lock_per_maildrop_across_processes() {
     assert_eq!(second.cmd("STAT").await, "-ERR not allowed before login");
     let mut third = Pop::connect(other.pop3).await;
     assert_eq!(third.login().await, IN_USE);
+    assert_eq!(
+        other.metric("mailserver_pop3_maildrop_in_use_total").await,
+        1.0
+    );
+    assert_eq!(other.metric("mailserver_pop3_maildrop_locks").await, 0.0);
     assert_eq!(third.cmd("STAT").await, "-ERR not allowed before login");
     // CAPA says the refusals carry response codes.
     assert_eq!(third.cmd("CAPA").await, "+OK capability list follows");
@@ -38,6 +43,7 @@ async fn one_lock_per_maildrop_across_processes() {
     // Released at QUIT: the waiting session on the other process gets in at once.
     assert!(first.cmd("QUIT").await.starts_with("+OK"));
     assert!(third.login().await.starts_with("+OK"), "free after QUIT");
+    assert_eq!(other.metric("mailserver_pop3_maildrop_locks").await, 1.0);
     assert_eq!(
         second.login().await,
         IN_USE,
@@ -48,6 +54,7 @@ async fn one_lock_per_maildrop_across_processes() {
     drop(third);
     let (mut back, _) = session_within(here, Duration::from_secs(5)).await;
     assert_eq!(back.cmd("QUIT").await.chars().next(), Some('+'));
+    assert_eq!(other.metric("mailserver_pop3_maildrop_locks").await, 0.0);
 
     // A process killed while its session holds the lock: the lease outlives it, then expires.
     let _holder = session(other.pop3)

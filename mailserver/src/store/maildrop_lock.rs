@@ -104,9 +104,11 @@ impl MaildropLocks {
         .fetch_optional(&self.db)
         .await?;
         if got.is_none() {
+            crate::metrics::pop3_in_use();
             return Ok(None);
         }
         self.lock_state().leases.insert(session, taken);
+        crate::metrics::pop3_lock(true);
         debug!(mailbox = mailbox_id, session, "maildrop locked");
         Ok(Some(MaildropLease {
             locks: self.clone(),
@@ -145,9 +147,12 @@ impl MaildropLocks {
         since.elapsed() < self.ttl - self.ttl / 4
     }
 
+    /// Called once per lease, when it is released or dropped.
     fn forget(&self, session: i64) {
         let mut state = self.lock_state();
-        state.leases.remove(&session);
+        if state.leases.remove(&session).is_some() {
+            crate::metrics::pop3_lock(false);
+        }
         state.lost.remove(&session);
     }
 

@@ -37,6 +37,7 @@ pub async fn start() -> TestServer {
 pub struct Process {
     pub child: Child,
     pub pop3: SocketAddr,
+    pub http: SocketAddr,
     _data: tempfile::TempDir,
 }
 
@@ -90,7 +91,29 @@ pub async fn spawn_with_ttl(world: &TestServer, ttl: Duration) -> Process {
     Process {
         child,
         pop3: found["POP3"],
+        http: found["HTTP"],
         _data: data,
+    }
+}
+
+impl Process {
+    /// The value of one series on the process's `/metrics`.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let mut stream = TcpStream::connect(self.http).await.expect("connect http");
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n")
+            .await
+            .expect("request");
+        let mut body = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut body)
+            .await
+            .expect("response");
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in {body}"))
+            .trim()
+            .parse()
+            .expect("number")
     }
 }
 
