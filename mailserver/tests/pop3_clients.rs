@@ -321,6 +321,7 @@ async fn retr_of_a_large_message_streams() {
     // Peak counted from now on (`clear_refs` 5 resets VmHWM to the current RSS).
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset peak RSS");
     let before = rss_kib(pid, "VmHWM:");
+    let started = std::time::Instant::now();
     assert_eq!(pop.cmd("RETR 1").await, format!("+OK {} octets", raw.len()));
     let mut wire = 0usize;
     let mut lines = 0u64;
@@ -335,13 +336,16 @@ async fn retr_of_a_large_message_streams() {
         lines += 1;
     }
     let after = rss_kib(pid, "VmHWM:");
+    let took = started.elapsed();
     // Every body line starts with a dot, so each got one more on the wire.
     assert_eq!(wire, raw.len() + usize::try_from(n).expect("count"));
     assert_eq!(lines, n + 2);
     let grown = after.saturating_sub(before);
     eprintln!(
-        "RETR of {} bytes: peak RSS {before} KiB -> {after} KiB (+{grown} KiB)",
-        raw.len()
+        "RETR of {} bytes in {took:?} ({:.0} MB/s, this build): peak RSS {before} KiB -> \
+         {after} KiB (+{grown} KiB)",
+        raw.len(),
+        raw.len() as f64 / took.as_secs_f64() / 1e6
     );
     assert!(
         grown < 12 * 1024,
