@@ -53,7 +53,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let backends = Backends::open(&config).await?;
     let ctx = Arc::new(Context {
         store: Store::new(backends.pool.clone(), backends.blobs.clone()),
-        auth: Authenticator::new(backends.pool.clone()),
+        auth: Authenticator::with_settings(backends.pool.clone(), config.auth_settings()),
         settings: Settings {
             hostname: config.hostname.clone(),
             max_message_size: config.max_message_size,

@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::reply;
 use super::session::{Action, Credentials, LoginOutcome, Maildrop, Session};
 use crate::Context;
+use crate::auth::{Account, Attempt, Login, SaslInput, SaslLogin, SaslReply};
 use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts, Transport};
 
 /// Longest line read, line end included. RFC 2449 limits commands to 255 octets but RFC 5034
@@ -67,6 +68,8 @@ pub struct Pop3 {
     transport: Transport,
     session: Session,
     lines: Lines,
+    /// An AUTH exchange in progress.
+    sasl: Option<SaslLogin>,
 }
 
 impl Pop3 {
@@ -77,6 +80,7 @@ impl Pop3 {
             transport,
             session,
             lines: Lines::default(),
+            sasl: None,
         }
     }
 
@@ -150,9 +154,10 @@ impl Pop3 {
                     return Flow::Close;
                 }
                 Action::Login(credentials) => {
-                    let outcome = login(&self.ctx, &credentials).await;
+                    let outcome = login(&self.ctx, self.transport.peer.ip(), &credentials).await;
                     self.session.login_done(outcome)
                 }
+                Action::Sasl(input) => self.sasl(input).await,
                 Action::Retrieve {
                     message,
                     body_lines,
@@ -177,6 +182,26 @@ impl Pop3 {
                     self.session.update_done(removed)
                 }
             };
+        }
+    }
+}
+
+impl Pop3 {
+    /// Runs one step of an AUTH exchange through the login service.
+    async fn sasl(&mut self, input: SaslInput) -> Action {
+        let ip = self.transport.peer.ip();
+        let reply = self
+            .ctx
+            .auth
+            .sasl_run(&mut self.sasl, input, ip, "pop3")
+            .await;
+        match reply {
+            SaslReply::Challenge(challenge) => self.session.sasl_challenge(&challenge),
+            SaslReply::Malformed(why) => self.session.sasl_malformed(why),
+            SaslReply::Done(login) => {
+                let outcome = open(&self.ctx, login).await;
+                self.session.login_done(outcome)
+            }
         }
     }
 }
@@ -252,23 +277,32 @@ where
     .await
 }
 
-/// Verifies the credentials and snapshots the INBOX.
-async fn login(ctx: &Context, credentials: &Credentials) -> LoginOutcome {
-    let account = match ctx
+/// Verifies the credentials (USER/PASS) and snapshots the INBOX.
+async fn login(ctx: &Context, ip: std::net::IpAddr, credentials: &Credentials) -> LoginOutcome {
+    let login = ctx
         .auth
-        .verify(&credentials.user, &credentials.password)
-        .await
-    {
-        Ok(Some(account)) => account,
-        Ok(None) => {
-            info!(user = ?credentials.user, "pop3 login failed");
-            return LoginOutcome::Rejected;
-        }
-        Err(err) => {
-            warn!(user = ?credentials.user, %err, "pop3 login could not be checked");
-            return LoginOutcome::Unavailable;
-        }
-    };
+        .login(Attempt {
+            ip,
+            protocol: "pop3",
+            login: &credentials.user,
+            password: &credentials.password,
+        })
+        .await;
+    open(ctx, login).await
+}
+
+/// After a login: the maildrop of the account, or why there is none.
+async fn open(ctx: &Context, login: Login) -> LoginOutcome {
+    match login {
+        Login::Ok(account) => open_maildrop(ctx, account).await,
+        Login::Failed => LoginOutcome::Rejected,
+        Login::Refused { .. } => LoginOutcome::Refused,
+        Login::Unavailable => LoginOutcome::Unavailable,
+    }
+}
+
+/// Snapshots the INBOX of a logged-in account.
+async fn open_maildrop(ctx: &Context, account: Account) -> LoginOutcome {
     let folder = match ctx.store.folder(account.mailbox_id, "INBOX").await {
         Ok(Some(folder)) => folder,
         Ok(None) => {
@@ -391,7 +425,7 @@ mod tests {
                 "idle timeout closes",
                 b"CAPA\r\n".to_vec(),
                 "+OK mx.test POP3 server ready\r\n+OK capability list follows\r\nTOP\r\nUIDL\r\n\
-                 USER\r\nSASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n\
+                 USER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n\
                  IMPLEMENTATION kubemail\r\n.\r\n-ERR idle timeout, closing\r\n",
             ),
             (

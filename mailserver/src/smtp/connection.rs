@@ -13,6 +13,7 @@ use super::Limits;
 use super::session::{Action, Lookup, Security, Session};
 use super::spool::Spool;
 use crate::Context;
+use crate::auth::SaslLogin;
 use crate::driver::{self, Adapter, Connection, Flow, Role, Shutdown, Stream, Timeouts, Transport};
 use crate::store::{Store, normalize_address};
 
@@ -23,6 +24,8 @@ pub struct Smtp {
     session: Session,
     /// Where a large message's body goes while DATA is read.
     spool: Spool,
+    /// An AUTH exchange in progress.
+    sasl: Option<SaslLogin>,
 }
 
 impl Smtp {
@@ -37,12 +40,14 @@ impl Smtp {
                 starttls: transport.starttls,
                 tls: transport.tls,
                 submission: transport.role == Role::Submission,
+                plaintext_login: transport.plaintext_login,
             });
         Self {
             ctx,
             transport,
             session,
             spool: Spool::default(),
+            sasl: None,
         }
     }
 
@@ -70,6 +75,14 @@ impl Smtp {
                     }
                     self.session.delivered(result.is_ok());
                 }
+                Action::Auth(input) => {
+                    let reply = self
+                        .ctx
+                        .auth
+                        .sasl_run(&mut self.sasl, input, peer.ip(), "smtp")
+                        .await;
+                    self.session.auth_done(reply);
+                }
                 Action::Close => return Flow::Close,
                 Action::StartTls => return Flow::StartTls,
             }
@@ -83,7 +96,11 @@ impl Smtp {
             match action {
                 Action::Reply(reply) => reply.write_to(out),
                 Action::Close => return Flow::Close,
-                Action::Lookup(_) | Action::Spool(_) | Action::Deliver(_) | Action::StartTls => {}
+                Action::Lookup(_)
+                | Action::Spool(_)
+                | Action::Deliver(_)
+                | Action::Auth(_)
+                | Action::StartTls => {}
             }
         }
         Flow::Close
@@ -200,6 +217,7 @@ mod tests {
                 Action::Lookup(_) | Action::Spool(_) | Action::Deliver(_) => {
                     text.push_str("<store>")
                 }
+                Action::Auth(input) => text.push_str(&format!("<auth {input:?}>")),
             }
         }
         text
