@@ -32,7 +32,9 @@ ensure_run_deps() {
 ensure_test_deps() {
     ensure_run_deps
     apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9 \
-        dovecot-core  # doveadm pw: the independent maker of the Dovecot hashes the auth tests import
+        dovecot-core libnet-ssleay-perl libio-socket-ssl-perl
+    # dovecot-core: `doveadm pw` makes the Dovecot hashes the auth tests import;
+    # the two Perl modules give swaks its --tls / --tls-on-connect.
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

@@ -204,19 +204,25 @@ elif mode == "scram":
     with smtplib.SMTP_SSL(host, port, context=ctx) as s:
         s.ehlo()
         client = Scram(user, password)
-        code, text = s.auth("SCRAM-SHA-256", client, initial_response_ok=False)
-        out["smtp"] = [code, text.decode()]
-        out["smtp_server_verified"] = client.verified
-        send_as(s, user)
+        try:
+            code, text = s.auth("SCRAM-SHA-256", client, initial_response_ok=False)
+            out["smtp"] = [code, text.decode()]
+            out["smtp_server_verified"] = client.verified
+            send_as(s, user)
+        except smtplib.SMTPAuthenticationError as e:
+            out["smtp"] = [e.smtp_code, e.smtp_error.decode()]
     # POP3, line by line with poplib.
     host, port = hostport(pop3s)
     p = poplib.POP3_SSL(host, port, context=ctx)
     client = Scram(user, password)
-    line = p._shortcmd("AUTH SCRAM-SHA-256 " + b64(client(b"")))
-    line = p._shortcmd(b64(client(base64.b64decode(line[2:]))))
-    line = p._shortcmd(b64(client(base64.b64decode(line[2:]))))
-    out["pop3"] = line.decode()
-    out["pop3_server_verified"] = client.verified
+    try:
+        line = p._shortcmd("AUTH SCRAM-SHA-256 " + b64(client(b"")))
+        line = p._shortcmd(b64(client(base64.b64decode(line[2:]))))
+        line = p._shortcmd(b64(client(base64.b64decode(line[2:]))))
+        out["pop3"] = line.decode()
+        out["pop3_server_verified"] = client.verified
+    except poplib.error_proto as e:
+        out["pop3"] = e.args[0].decode()
     p.quit()
 
 print(json.dumps(out))
