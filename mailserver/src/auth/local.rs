@@ -130,10 +130,10 @@ impl LocalSource {
         .await;
         match result {
             Ok(_) if checked.rehashed.is_some() => {
-                info!(user = %address, "password rehashed to argon2id");
+                info!(user = ?address, "password rehashed to argon2id");
             }
             Ok(_) => {}
-            Err(err) => warn!(user = %address, %err, "cannot store the upgraded password hash"),
+            Err(err) => warn!(user = ?address, %err, "cannot store the upgraded password hash"),
         }
     }
 

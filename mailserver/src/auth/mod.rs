@@ -174,7 +174,7 @@ impl Authenticator {
         if let Some(refused) = self.admit(attempt.ip, attempt.login).await {
             return refused;
         }
-        let result = self.verify(attempt.login, attempt.password).await;
+        let result = self.check(attempt.login, attempt.password).await;
         self.conclude(attempt.ip, attempt.protocol, attempt.login, result, started)
             .await
     }
@@ -206,34 +206,45 @@ impl Authenticator {
             Ok(Some(account)) => {
                 metrics::login(LoginResult::Ok);
                 self.guard.succeeded(ip, &account.address).await;
-                info!(%ip, protocol, user = %account.address, "logged in");
+                info!(%ip, protocol, user = ?account.address, "{protocol} login");
                 Login::Ok(account)
             }
             Ok(None) => {
                 metrics::login(LoginResult::Failed);
                 let account = normalize_address(login);
                 self.guard.failed(ip, &account).await;
-                warn!(%ip, protocol, user = %account, "failed login");
+                warn!(%ip, user = ?account, "{protocol} login failed");
                 // One place, one delay: the answer leaves at the same moment whatever failed.
                 tokio::time::sleep_until(started + self.settings.failure_delay).await;
                 Login::Failed
             }
             Err(err) => {
                 metrics::login(LoginResult::Error);
-                warn!(%ip, protocol, user = login, %err, "login could not be checked");
+                warn!(%ip, protocol, user = login, %err, "{protocol} login could not be checked");
                 Login::Unavailable
             }
         }
     }
 
     /// Checks `password` for `username` through the chain of sources, without the policy
-    /// (no guard, no delay): the account when it is right, `None` when the user is unknown or
-    /// the password wrong.
+    /// (no guard, no delay; counted in the login metrics): the account when it is right,
+    /// `None` when the user is unknown or the password wrong.
     pub async fn verify(
         &self,
         username: &str,
         password: &str,
     ) -> Result<Option<Account>, AuthError> {
+        let result = self.check(username, password).await;
+        metrics::login(match &result {
+            Ok(Some(_)) => LoginResult::Ok,
+            Ok(None) => LoginResult::Failed,
+            Err(_) => LoginResult::Error,
+        });
+        result
+    }
+
+    /// The chain of sources for one password.
+    async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, AuthError> {
         let mut unavailable = None;
         for source in self.chain(username).await? {
             match source.verify(username, password).await {

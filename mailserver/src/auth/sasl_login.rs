@@ -131,7 +131,7 @@ impl Authenticator {
                     if let Some(refused) = self.admit(ip, &login).await {
                         return SaslReply::Done(refused);
                     }
-                    let result = self.verify(&login, &password).await;
+                    let result = self.check(&login, &password).await;
                     let login = self.conclude(ip, protocol, &login, result, started).await;
                     return SaslReply::Done(login);
                 }

@@ -15,6 +15,21 @@ pub fn ehlo_keyword() -> String {
     format!("AUTH {}", names.join(" "))
 }
 
+/// What follows `AUTH ` on a command line, if it is one (any case, CRLF or LF removed).
+pub(super) fn auth_args(line: &[u8]) -> Option<&str> {
+    let line = std::str::from_utf8(line).ok()?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    let verb = line.get(..4)?;
+    if !verb.eq_ignore_ascii_case("AUTH") {
+        return None;
+    }
+    match line.as_bytes().get(4) {
+        None => Some(""),
+        Some(b' ') => Some(&line[5..]),
+        Some(_) => None,
+    }
+}
+
 impl Session {
     /// Whether AUTH is offered now: a submission listener, not yet authenticated, and a
     /// channel a password may cross (TLS, or clear text where the listener allows it).

@@ -373,7 +373,7 @@ impl Session {
         }
         // AUTH is parsed here: smtp_proto knows only its own list of mechanisms, and an
         // unknown one deserves 504, not a syntax error.
-        if let Some(args) = auth_args(line) {
+        if let Some(args) = super::auth::auth_args(line) {
             return self.auth_command(args);
         }
         match Request::parse(&mut line.iter()) {
@@ -461,21 +461,6 @@ impl Session {
             Reply::new(250, None, self.hostname.clone())
         };
         self.reply(reply);
-    }
-}
-
-/// What follows `AUTH ` on a command line, if it is one (any case, CRLF or LF removed).
-fn auth_args(line: &[u8]) -> Option<&str> {
-    let line = std::str::from_utf8(line).ok()?;
-    let line = line.trim_end_matches(['\r', '\n']);
-    let verb = line.get(..4)?;
-    if !verb.eq_ignore_ascii_case("AUTH") {
-        return None;
-    }
-    match line.as_bytes().get(4) {
-        None => Some(""),
-        Some(b' ') => Some(&line[5..]),
-        Some(_) => None,
     }
 }
 
