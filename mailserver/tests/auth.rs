@@ -2,16 +2,18 @@
 //! STARTTLS and on implicit TLS and nowhere else; IMAP AUTHENTICATE with SASL-IR and LOGIN
 //! (imaplib); POP3 AUTH (poplib); SCRAM-SHA-256 with a client written from the RFC; every
 //! Dovecot scheme from `doveadm pw` verified over IMAP and rehashed; the same time for an
-//! unknown user and a wrong password.
+//! unknown user and a wrong password; the chain of credential sources by `auth_source`.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::TestServer;
-use mailserver::auth::AuthSettings;
+use mailserver::auth::source::{CredentialSource, Identity, Lookup, SourceFuture, Verdict};
+use mailserver::auth::{Attempt, AuthSettings, Authenticator, Login};
 use mailserver::listener::{Acceptors, ListenerSpec, Policy, Protocol, Role, TlsMode};
 use mailserver::server::{DRAIN_TIME, ServerConfig};
 use mailserver::tls::{Certificates, Versions};
@@ -365,24 +367,27 @@ async fn doveadm(scheme: &str, password: &str) -> String {
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
-/// Logs in over IMAP with `imaplib`; "OK" or the error text.
-async fn imap_login(world: &World, user: &str, password: &str) -> String {
+/// Logs in over IMAP with `imaplib`, one connection per `(user, password)`, in one Python
+/// process; "OK" or the error text for each.
+async fn imap_logins(world: &World, logins: &[(&str, &str)]) -> Vec<String> {
     let script = r#"
-import imaplib, ssl, sys
+import imaplib, json, ssl, sys
 ctx = ssl.create_default_context(cafile=sys.argv[1])
 host, port = sys.argv[2].rsplit(":", 1)
-m = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx)
-try:
-    print(m.login(sys.argv[3], sys.argv[4])[0])
-except imaplib.IMAP4.error as e:
-    print(e)
-m.shutdown()
+results = []
+for user, password in json.loads(sys.argv[3]):
+    m = imaplib.IMAP4_SSL(host, int(port), ssl_context=ctx)
+    try:
+        results.append(m.login(user, password)[0])
+    except imaplib.IMAP4.error as e:
+        results.append(str(e))
+    m.shutdown()
+print(json.dumps(results))
 "#;
     let host = world.host("imaps");
-    common::python(script, &[&world.cafile, &host, user, password])
-        .await
-        .trim()
-        .to_string()
+    let logins = serde_json::to_string(logins).unwrap();
+    let out = common::python(script, &[&world.cafile, &host, &logins]).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,35 +437,47 @@ async fn dovecot_schemes_verify_over_imap_and_are_rehashed() {
             .expect("bare mailbox");
         }
     }
-    for scheme in schemes {
-        let address = format!("{}@example.test", scheme.to_lowercase());
-        let before = world.password_hash(&address).await.unwrap();
-        let wrong = imap_login(&world, &address, "imported pasS").await;
+    let addresses: Vec<String> = schemes
+        .iter()
+        .map(|scheme| format!("{}@example.test", scheme.to_lowercase()))
+        .collect();
+    let mut before = Vec::new();
+    for address in &addresses {
+        before.push(world.password_hash(address).await.unwrap());
+    }
+    // A wrong password, then the right one, for every imported user.
+    let mut logins = Vec::new();
+    for address in &addresses {
+        logins.push((address.as_str(), "imported pasS"));
+        logins.push((address.as_str(), password));
+    }
+    logins.push(("bare-sha512@example.test", password));
+    let results = imap_logins(&world, &logins).await;
+    assert_eq!(results.last().map(String::as_str), Some("OK"), "bare $6$");
+    let mut again = Vec::new();
+    for (i, scheme) in schemes.iter().enumerate() {
+        let (wrong, right) = (&results[2 * i], &results[2 * i + 1]);
         assert!(wrong.contains("AUTHENTICATIONFAILED"), "{scheme}: {wrong}");
-        let right = imap_login(&world, &address, password).await;
-        if matches!(scheme, "PLAIN" | "CLEAR") {
+        let after = world.password_hash(&addresses[i]).await.unwrap();
+        if matches!(*scheme, "PLAIN" | "CLEAR") {
             // Plain-text stored passwords are refused unless allowed, and left alone.
             assert!(right.contains("AUTHENTICATIONFAILED"), "{scheme}: {right}");
-            assert_eq!(world.password_hash(&address).await.unwrap(), before);
+            assert_eq!(after, before[i], "{scheme}");
             continue;
         }
-        assert_eq!(right, "OK", "{scheme} ({before})");
-        let after = world.password_hash(&address).await.unwrap();
+        assert_eq!(right, "OK", "{scheme} ({})", before[i]);
         assert!(
             after.starts_with("$argon2id$"),
             "{scheme} rehashed: {after}"
         );
-        assert_ne!(after, before, "{scheme}");
-        assert_eq!(
-            imap_login(&world, &address, password).await,
-            "OK",
-            "{scheme} after the rehash"
-        );
+        assert_ne!(after, before[i], "{scheme}");
+        again.push((addresses[i].as_str(), password));
     }
-    assert_eq!(
-        imap_login(&world, "bare-sha512@example.test", password).await,
-        "OK"
-    );
+    // The rehashed passwords still log in.
+    let results = imap_logins(&world, &again).await;
+    for ((address, _), result) in again.iter().zip(&results) {
+        assert_eq!(result, "OK", "{address} after the rehash");
+    }
     world.stop().await;
 }
 
@@ -507,5 +524,111 @@ print(json.dumps({k: statistics.median(v) for k, v in times.items()}))
     );
     // Both paid for a real argon2 verification: 40 wrong + 40 unknown.
     assert!(world.server.ctx().auth.checks_run() >= 80);
+    world.stop().await;
+}
+
+/// A directory that answers from a table, standing in for LDAP (whose source is another
+/// branch) to check the chain's rule, and counts how often it was asked.
+struct Directory {
+    answers: Vec<(&'static str, Verdict)>,
+    asked: AtomicUsize,
+}
+
+impl CredentialSource for Directory {
+    fn name(&self) -> &'static str {
+        "directory"
+    }
+
+    fn verify<'a>(&'a self, login: &'a str, _password: &'a str) -> SourceFuture<'a, Verdict> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        let verdict = self
+            .answers
+            .iter()
+            .find(|(user, _)| *user == login)
+            .map_or(Verdict::Unknown, |(_, verdict)| verdict.clone());
+        Box::pin(async move { verdict })
+    }
+
+    fn lookup<'a>(&'a self, _address: &'a str) -> SourceFuture<'a, Lookup> {
+        Box::pin(async { Lookup::NotFound })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_are_chained_by_auth_source() {
+    let world = TestServer::builder()
+        .domain("example.test")
+        .mailbox("verified@example.test", Some("local pw"))
+        .mailbox("rejected@example.test", Some("local pw"))
+        .mailbox("unknown@example.test", Some("local pw"))
+        .mailbox("down@example.test", Some("local pw"))
+        .mailbox("local@example.test", Some("local pw"))
+        .start()
+        .await;
+    sqlx::query("UPDATE mailboxes SET auth_source = 'ldap' WHERE address <> 'local@example.test'")
+        .execute(world.pool())
+        .await
+        .unwrap();
+    let identity = |address: &str| {
+        Verdict::Verified(Identity {
+            address: address.to_string(),
+            ..Identity::default()
+        })
+    };
+    let directory = Arc::new(Directory {
+        answers: vec![
+            ("verified@example.test", identity("verified@example.test")),
+            ("rejected@example.test", Verdict::Rejected),
+            ("down@example.test", Verdict::Unavailable("timeout".into())),
+            ("gone@example.test", Verdict::Unavailable("timeout".into())),
+            // Would log in, were it asked: a `local` mailbox never asks the directory.
+            ("local@example.test", identity("local@example.test")),
+        ],
+        asked: AtomicUsize::new(0),
+    });
+    let auth = Authenticator::with_settings(
+        world.pool().clone(),
+        AuthSettings {
+            failure_delay: Duration::ZERO,
+            ..AuthSettings::default()
+        },
+    )
+    .with_source(directory.clone());
+    let login = |user: &'static str, password: &'static str| {
+        let auth = auth.clone();
+        async move {
+            auth.login(Attempt {
+                ip: "127.0.0.1".parse().unwrap(),
+                protocol: "imap",
+                login: user,
+                password,
+            })
+            .await
+        }
+    };
+    let ok = |login: Login| matches!(login, Login::Ok(_));
+    // The directory decides for users it knows: its yes needs no local password...
+    assert!(ok(login("verified@example.test", "directory pw").await));
+    // ...and its no is final, even with the right local password.
+    assert_eq!(
+        login("rejected@example.test", "local pw").await,
+        Login::Failed
+    );
+    // Not in the directory, or the directory down: the local hash decides.
+    assert!(ok(login("unknown@example.test", "local pw").await));
+    assert_eq!(login("unknown@example.test", "wrong").await, Login::Failed);
+    assert!(ok(login("down@example.test", "local pw").await));
+    assert_eq!(login("down@example.test", "wrong").await, Login::Failed);
+    // Nobody knows the user and the directory is down: a temporary failure.
+    assert_eq!(login("gone@example.test", "x").await, Login::Unavailable);
+    let asked = directory.asked.load(Ordering::SeqCst);
+    assert_eq!(asked, 7);
+    // `auth_source = 'local'`: the local hash only.
+    assert!(ok(login("local@example.test", "local pw").await));
+    assert_eq!(
+        login("local@example.test", "directory pw").await,
+        Login::Failed
+    );
+    assert_eq!(directory.asked.load(Ordering::SeqCst), asked);
     world.stop().await;
 }
