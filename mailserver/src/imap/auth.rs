@@ -67,7 +67,8 @@ impl Session {
                 "Invalid credentials",
             )),
             Login::Refused { .. } => {
-                // The connection says BYE and closes after this answer.
+                // BYE, this answer, and the connection closes.
+                self.push_status(reply::bye("Too many failed logins"));
                 self.logout();
                 Err(CommandError::no(
                     Some("UNAVAILABLE"),

@@ -282,8 +282,12 @@ impl Imap {
             }
             AuthStep::Done(status) => {
                 let _ = self.server.authenticate_finish(status);
-                (self.session.state() == State::Logout)
-                    .then(|| self.goodbye("Too many failed logins", out))
+                if self.session.state() != State::Logout {
+                    return None;
+                }
+                // Refused: the session's BYE goes out after the tagged answer here.
+                let _ = self.session.take_output();
+                Some(self.goodbye("Too many failed logins", out))
             }
         }
     }
