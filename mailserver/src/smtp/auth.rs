@@ -88,7 +88,6 @@ impl Session {
 
     /// A line after a `334` challenge: the client's response, or `*`.
     pub(super) fn auth_response(&mut self, line: &[u8]) {
-        self.mode = Mode::Command;
         match sasl::decode_line(line, false) {
             Ok(Response::Data(data)) => self.ask(Action::Auth(SaslInput::Respond(data))),
             Ok(Response::Cancel) => self.cancelled(),

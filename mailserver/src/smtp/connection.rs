@@ -318,6 +318,16 @@ mod tests {
         assert_eq!(transcript(&mut s), "334 UGFzc3dvcmQ6\r\n");
         s.feed(b"*\r\n");
         assert_eq!(transcript(&mut s), "501 5.0.0 Authentication cancelled\r\n");
+        // A response line too long ends the exchange; the next line is a command again.
+        s.feed(b"AUTH LOGIN\r\n");
+        transcript(&mut s);
+        s.auth_done(SaslReply::Challenge(b"Username:".to_vec()));
+        transcript(&mut s);
+        s.feed(format!("{}\r\nNOOP\r\n", "A".repeat(5000)).as_bytes());
+        assert_eq!(
+            transcript(&mut s),
+            "500 5.5.2 line too long\r\n250 2.0.0 Ok\r\n"
+        );
         s.feed(b"AUTH PLAIN =\r\n");
         assert_eq!(
             transcript(&mut s),

@@ -362,13 +362,18 @@ impl Session {
     }
 
     fn command_line(&mut self, line: &[u8]) {
+        // A line after a `334` answers it, whatever it is; a bad one ends the exchange.
+        let auth_response = matches!(self.mode, Mode::AuthResponse);
+        if auth_response {
+            self.mode = Mode::Command;
+        }
         if std::mem::take(&mut self.discarding) || line.len() > self.limits.max_command_line {
             return self.reject(Reject::LineTooLong);
         }
         if std::str::from_utf8(line).is_err() {
             return self.reject(Reject::InvalidBytes);
         }
-        if matches!(self.mode, Mode::AuthResponse) {
+        if auth_response {
             return self.auth_response(line);
         }
         // AUTH is parsed here: smtp_proto knows only its own list of mechanisms, and an
