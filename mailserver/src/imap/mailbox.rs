@@ -1,4 +1,4 @@
-//! Folder commands: LIST, LSUB, SELECT, EXAMINE, STATUS, NAMESPACE, SUBSCRIBE, and the view of
+//! Folder commands: LIST, LSUB, SELECT, EXAMINE, STATUS, NAMESPACE, and the view of
 //! the selected folder that maps sequence numbers to UIDs.
 
 use std::num::NonZeroU32;
@@ -358,6 +358,12 @@ impl Session {
                         .map(|m| u64::try_from(m.size).unwrap_or(0))
                         .sum(),
                 ),
+                StatusDataItemName::Size => StatusDataItem::Size(
+                    messages
+                        .iter()
+                        .map(|m| u64::try_from(m.size).unwrap_or(0))
+                        .sum(),
+                ),
                 _ => continue,
             };
             items.push(value);
@@ -377,16 +383,6 @@ impl Session {
             shared: Vec::new(),
         });
         Ok(reply::tagged_ok(tag, None, "NAMESPACE completed"))
-    }
-
-    /// Every folder is subscribed already; SUBSCRIBE only checks that it exists.
-    pub(super) async fn subscribe(&mut self, tag: Tag<'static>, mailbox: &Mailbox<'_>) -> Outcome {
-        let mailbox_id = self.account()?.mailbox_id;
-        let name = mailbox_name(mailbox)?;
-        match self.ctx.store.folder(mailbox_id, &name).await? {
-            Some(_) => Ok(reply::tagged_ok(tag, None, "SUBSCRIBE completed")),
-            None => Err(CommandError::no(Some("NONEXISTENT"), "No such folder")),
-        }
     }
 
     /// Tells the client what changed in the selected folder since it last looked: expunged
