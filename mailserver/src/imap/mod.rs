@@ -11,7 +11,7 @@ mod capabilities;
 pub mod connection;
 mod enable;
 mod expunge;
-mod extended;
+pub(crate) mod extended;
 pub(crate) mod fetch;
 mod flags;
 mod folders;
