@@ -132,6 +132,8 @@ assert typ == 'OK' and m.untagged_responses.pop('ENABLED', None) == [b''], (typ,
 
 # EXAMINE is read-only; CHECK; UNSELECT; CLOSE expunges quietly after SELECT.
 typ, data = m.select('INBOX', readonly=True); assert typ == 'OK' and data == [b'2'], data
+m.send(b'E1 ENABLE X-NOTHING\r\n')  # imaplib itself refuses it in this state
+line = m.readline(); assert line == b'E1 BAD ENABLE is only valid before SELECT\r\n', line
 typ, data = m.store('1', '+FLAGS', '(\\Deleted)'); assert typ == 'NO', data
 typ, data = m.check(); assert typ == 'OK', data
 typ, data = m.unselect(); assert typ == 'OK', data

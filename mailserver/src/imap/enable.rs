@@ -5,7 +5,7 @@ use imap_codec::imap_types::core::{Tag, Vec1};
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::response::Data;
 
-use super::reply;
+use super::reply::{self, CommandError};
 use super::session::{Outcome, Session};
 
 /// Extensions enabled in this session, by their capability name in upper case. Small: a
@@ -37,6 +37,10 @@ impl Session {
         tag: Tag<'static>,
         asked: Vec1<CapabilityEnable<'static>>,
     ) -> Outcome {
+        // RFC 5161 §3.1: before a folder is selected, so no selected state changes meaning.
+        if self.selected.is_some() {
+            return Err(CommandError::bad("ENABLE is only valid before SELECT"));
+        }
         let offered: Vec<String> = self
             .capabilities()
             .as_ref()
