@@ -116,6 +116,10 @@ assert 'Archive' not in names(lsub=True) and 'INBOX' in names(lsub=True), names(
 typ, data = m.subscribe('Archive'); assert typ == 'OK', data
 assert 'Archive' in names(lsub=True)
 typ, data = m.unsubscribe('Nope'); assert typ == 'NO', data
+# LSUB with %: an unsubscribed parent of a subscribed folder stands in as \\Noselect.
+typ, data = m.unsubscribe('Projects'); assert typ == 'OK', data
+assert names('%', lsub=True)['Projects'] == ['\\Noselect', '\\HasChildren'], names('%', lsub=True)
+assert 'Projects' not in names('*', lsub=True) and 'Projects/Old' in names('*', lsub=True)
 
 # QUOTA: any folder, nothing selected; SETQUOTA is refused.
 typ, data = m.getquotaroot('Archive'); assert typ == 'OK', data
