@@ -104,6 +104,12 @@ typ, data = m.delete('INBOX'); assert typ == 'NO', data
 typ, data = m.delete('Projects/Old/2024/Q1'); assert typ == 'OK', data
 typ, data = m.delete('Projects/Old/2024/Q1'); assert typ == 'NO' and b'[NONEXISTENT]' in data[0], data
 assert names('Projects/Old/2024') == {'Projects/Old/2024': ['\\HasNoChildren']}, names('Projects/Old/2024')
+# Deleting the selected folder closes it.
+typ, data = m.create('Scratch'); assert typ == 'OK', data
+m.select('Scratch')
+typ, data = m.delete('Scratch'); assert typ == 'OK', data
+assert m.untagged_responses.pop('OK', None) == [b'[CLOSED] The selected folder was deleted'], m.untagged_responses
+m.state = 'AUTH'  # imaplib does not know the server closed the folder
 # A deleted name can be created again, under a new UIDVALIDITY.
 typ, data = m.create('Projects/Old/2024/Q1'); assert typ == 'OK', data
 typ, data = m.status('Projects/Old/2024/Q1', '(MESSAGES UIDNEXT UIDVALIDITY)')

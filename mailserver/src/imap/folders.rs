@@ -3,6 +3,7 @@
 
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::imap_types::response::Code;
 
 use super::extended::Extension;
 use super::mailbox::mailbox_name;
@@ -59,6 +60,19 @@ impl Session {
             .delete_folder(mailbox_id, &name)
             .await
             .map_err(folder_error)?;
+        // Its messages are gone: the folder this session had open is closed, as SELECT of
+        // another would (RFC 7162's CLOSED says so), rather than left showing deleted mail.
+        if self
+            .selected
+            .as_ref()
+            .is_some_and(|s| s.folder.name == name)
+        {
+            self.selected = None;
+            self.push_status(reply::untagged_ok(
+                Some(Code::Closed),
+                "The selected folder was deleted",
+            ));
+        }
         Ok(reply::tagged_ok(tag, None, "DELETE completed"))
     }
 
