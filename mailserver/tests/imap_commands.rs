@@ -151,7 +151,8 @@ m.select('INBOX')
 typ, data = m.store('1', '+FLAGS', '(\\Deleted)'); assert typ == 'OK', data
 typ, data = m.close(); assert typ == 'OK', data
 assert 'EXPUNGE' not in m.untagged_responses, m.untagged_responses
-typ, data = m.status('INBOX', '(MESSAGES)'); assert data[0].endswith(b'(MESSAGES 1)'), data
+typ, data = m.status('INBOX', '(MESSAGES HIGHESTMODSEQ)'); assert typ == 'OK', data
+assert re.search(rb'\(MESSAGES 1 HIGHESTMODSEQ [1-9]\d*\)$', data[0]), data
 
 # RENAME INBOX: its messages move to the new folder, INBOX stays, empty.
 typ, data = m.rename('INBOX', '"Old Inbox"'); assert typ == 'OK', data

@@ -374,13 +374,15 @@ impl Session {
                         .map(|m| u64::try_from(m.size).unwrap_or(0))
                         .sum(),
                 ),
+                StatusDataItemName::HighestModSeq => {
+                    StatusDataItem::HighestModSeq(u64::try_from(folder.highest_modseq).unwrap_or(0))
+                }
                 StatusDataItemName::Size => StatusDataItem::Size(
                     messages
                         .iter()
                         .map(|m| u64::try_from(m.size).unwrap_or(0))
                         .sum(),
                 ),
-                _ => continue,
             };
             items.push(value);
         }
