@@ -123,6 +123,10 @@ pub struct Config {
     /// Most recipients of one SMTP transaction.
     #[arg(long, env = "MAIL_MAX_RECIPIENTS", default_value_t = 100)]
     pub max_recipients: usize,
+
+    /// The outbound queue and remote delivery.
+    #[command(flatten)]
+    pub queue: crate::queue::flags::QueueFlags,
 }
 
 impl Config {

@@ -10,6 +10,9 @@ use mailserver::bootstrap::Backends;
 use mailserver::config::Config;
 use mailserver::context::{Context, Settings};
 use mailserver::listener::{Acceptors, TlsMode};
+use mailserver::outbound::Outbound;
+use mailserver::queue::Queue;
+use mailserver::queue::runner::Runner;
 use mailserver::server::ServerConfig;
 use mailserver::store::Store;
 use mailserver::tls::{CertKeyPaths, Certificates, Versions};
@@ -61,6 +64,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     });
     let _collector = ctx.store.spawn_collector();
+    let (stop_queue, queue_stop) = tokio::sync::watch::channel(false);
+    let queue_runner = match config.queue.queue_runner {
+        true => {
+            let queue = Queue::new(
+                ctx.store.clone(),
+                config.queue.queue_settings(&config.hostname),
+            );
+            let outbound = Outbound::new(config.queue.outbound(&config.hostname)?)?;
+            let runner = Runner::new(
+                queue,
+                Arc::new(outbound),
+                config.queue.runner_settings(&config.hostname),
+            );
+            Some(Arc::new(runner).spawn(queue_stop))
+        }
+        false => None,
+    };
     let tls = certificates.as_ref().map(|(certs, _)| Acceptors {
         tls13: certs.acceptor(Versions::Tls13Only),
         tls12: certs.acceptor(Versions::Tls12And13),
@@ -99,6 +119,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    let _ = stop_queue.send(true);
+    if let Some(runner) = queue_runner {
+        // An attempt in flight keeps its lease; another pod retries it after expiry.
+        let _ = tokio::time::timeout(Duration::from_secs(5), runner).await;
+    }
     backends.close().await;
     drop(scratch);
     Ok(())

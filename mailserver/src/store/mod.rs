@@ -27,7 +27,8 @@ mod recipients;
 mod summary;
 
 pub use blobs::Collected;
-pub use delivery::{Delivered, blob_key};
+pub(crate) use blobs::{Staged, change_refs, confirm, stage};
+pub use delivery::{Delivered, blob_key, source_key};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
 pub use summary::{HeaderSummary, SUMMARY_KIND};
