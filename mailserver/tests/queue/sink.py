@@ -53,7 +53,7 @@ class Handler:
             "rcpt_tos": envelope.rcpt_tos,
             "data": envelope.original_content.decode("latin-1"),
             "tls": session.ssl is not None,
-            "auth": session.authenticated and session.auth_data is not None,
+            "auth": bool(getattr(session, "authenticated", False)),
         }
         out.write(json.dumps(record) + "\n")
         out.flush()
