@@ -156,10 +156,11 @@ pub fn build(report: &Report<'_>) -> Vec<u8> {
     bytes.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Type: {part}\r\n\r\n").as_bytes());
     match full {
         true => bytes.extend_from_slice(report.original),
-        false => match split_message(report.original) {
-            Some((header, _)) => bytes.extend_from_slice(header.as_bytes()),
-            None => {}
-        },
+        false => {
+            if let Some((header, _)) = split_message(report.original) {
+                bytes.extend_from_slice(header.as_bytes());
+            }
+        }
     }
     if !bytes.ends_with(b"\r\n") {
         bytes.extend_from_slice(b"\r\n");

@@ -240,7 +240,8 @@ pub async fn claim(
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let rows: Vec<(i64, i64, String, Option<String>, Option<String>, i32, bool)> = sqlx::query_as(
+    type ClaimRow = (i64, i64, String, Option<String>, Option<String>, i32, bool);
+    let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH due AS (
                 SELECT id FROM queue_recipients
                  WHERE status = 'pending' AND next_attempt_at <= now()
@@ -462,7 +463,8 @@ pub struct ListedRecipient {
 
 /// Every queued message, oldest first (at most `limit`).
 pub async fn list(db: &PgPool, limit: i64) -> Result<Vec<Listed>, sqlx::Error> {
-    let messages: Vec<(i64, String, DateTime<Utc>, DateTime<Utc>, i64)> = sqlx::query_as(
+    type MessageRow = (i64, String, DateTime<Utc>, DateTime<Utc>, i64);
+    let messages: Vec<MessageRow> = sqlx::query_as(
         "SELECT id, sender, created_at, expires_at, size FROM queue ORDER BY created_at, id LIMIT $1",
     )
     .bind(limit)
