@@ -61,16 +61,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
             hostname: config.hostname.clone(),
             max_message_size: config.max_message_size,
             max_recipients: config.max_recipients,
+            queue: config.queue.queue_settings(&config.hostname),
         },
     });
     let _collector = ctx.store.spawn_collector();
     let (stop_queue, queue_stop) = tokio::sync::watch::channel(false);
     let queue_runner = match config.queue.queue_runner {
         true => {
-            let queue = Queue::new(
-                ctx.store.clone(),
-                config.queue.queue_settings(&config.hostname),
-            );
+            let queue = Queue::from_context(&ctx);
             let outbound = Outbound::new(config.queue.outbound(&config.hostname)?)?;
             let runner = Runner::new(
                 queue,

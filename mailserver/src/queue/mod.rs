@@ -4,7 +4,7 @@
 //! # Enqueueing (the pipeline's interface)
 //!
 //! ```ignore
-//! let queue = Queue::new(ctx.store.clone(), QueueSettings::default());
+//! let queue = Queue::from_context(&ctx); // settings from the command line (`--queue-*`)
 //! let id = queue
 //!     .enqueue(
 //!         Envelope {
@@ -186,6 +186,12 @@ pub struct Queue {
 impl Queue {
     pub fn new(store: Store, settings: QueueSettings) -> Self {
         Self { store, settings }
+    }
+
+    /// The queue of a server, with the settings it was started with (cheap: the pipeline may
+    /// make one per message).
+    pub fn from_context(ctx: &crate::Context) -> Self {
+        Self::new(ctx.store.clone(), ctx.settings.queue.clone())
     }
 
     pub fn store(&self) -> &Store {

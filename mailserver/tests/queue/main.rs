@@ -723,3 +723,62 @@ async fn two_runner_processes_never_deliver_a_recipient_twice() {
         "both runners took work: {done_a} + {done_b}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delay_notice_then_delivery_and_requiretls_refused_by_a_host_without_it() {
+    let (server, remote) = setup().await;
+    let settings = QueueSettings {
+        delay_notice: Duration::ZERO,
+        ..quick_settings()
+    };
+    let _runner = start_runner(&server.ctx().store, settings.clone(), remote.outbound());
+    let queue = Queue::new(server.ctx().store.clone(), settings);
+    enqueue(
+        &queue,
+        "alice@example.test",
+        &["temp3-olga@remote.test"],
+        message("olga", "slow"),
+    )
+    .await;
+    queue
+        .enqueue(
+            Envelope {
+                from: "alice@example.test".into(),
+                rcpts: vec![QueuedRecipient::new("pete@remote.test")],
+                requiretls: true,
+                ..Envelope::default()
+            },
+            Body::Source {
+                bucket: None,
+                source: BlobSource::Bytes(Bytes::from(message("pete", "requiretls"))),
+            },
+        )
+        .await
+        .expect("enqueue");
+    wait_empty(server.pool()).await;
+    assert_eq!(remote.mx.received_for("temp3-olga@remote.test").len(), 1);
+    assert!(
+        remote.mx.received_for("pete@remote.test").is_empty(),
+        "aiosmtpd offers no REQUIRETLS, so the message must not go there"
+    );
+    let mut reports = Vec::new();
+    for dsn in alice_inbox(&server).await {
+        reports.push(
+            py(PARSE_DSN, &[], &dsn)
+                .await
+                .lines()
+                .skip(3)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+    }
+    reports.sort();
+    assert_eq!(
+        reports,
+        [
+            "rfc822; pete@remote.test|failed|5.7.10",
+            "rfc822; temp3-olga@remote.test|delayed|4.3.0"
+        ],
+        "one delay notice (not one per retry) and one REQUIRETLS bounce"
+    );
+}
