@@ -393,7 +393,7 @@ impl Session {
                 mail.push_str(&format!(" RET={}", ret.as_str().to_ascii_uppercase()));
             }
             if let Some(envid) = &message.env_id {
-                mail.push_str(&format!(" ENVID={envid}"));
+                mail.push_str(&format!(" ENVID={}", xtext(envid)));
             }
         }
         if message.requiretls {
@@ -411,7 +411,9 @@ impl Session {
                     line.push_str(&format!(" NOTIFY={notify}"));
                 }
                 if let Some(orcpt) = &rcpt.orcpt {
-                    line.push_str(&format!(" ORCPT={orcpt}"));
+                    // `type;address`, the address xtext-encoded again for the wire.
+                    let (kind, address) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
+                    line.push_str(&format!(" ORCPT={};{}", kind.trim(), xtext(address.trim())));
                 }
             }
             let reply = self.command(&line, "RCPT").await?;
@@ -553,6 +555,18 @@ impl Session {
     }
 }
 
+/// RFC 3461 §4 xtext: `+`, `=`, controls, space and non-ASCII as `+XX`.
+pub fn xtext(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        match b {
+            b'!'..=b'~' if b != b'+' && b != b'=' => out.push(char::from(b)),
+            _ => out.push_str(&format!("+{b:02X}")),
+        }
+    }
+    out
+}
+
 /// `250-text`, `250 text` or `250` → (code, whether more lines follow, text).
 fn parse_line(line: &str) -> Result<(u16, bool, String), ClientError> {
     let bad = || ClientError::Protocol(format!("not a reply line: {line:.80}"));
@@ -591,6 +605,12 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    #[test]
+    fn xtext_encodes() {
+        assert_eq!(xtext("a+b=c d@é"), "a+2Bb+3Dc+20d@+C3+A9");
+        assert_eq!(xtext("plain<id>"), "plain<id>");
     }
 
     #[test]

@@ -66,7 +66,7 @@ pub struct QueuedRecipient {
     /// NOTIFY as given (`NEVER`, or a comma list of `SUCCESS`, `FAILURE`, `DELAY`); `None`:
     /// the default (failures and delays are reported).
     pub notify: Option<String>,
-    /// ORCPT as given, e.g. `rfc822;bob@remote.test`.
+    /// ORCPT xtext-decoded, `type;address`, e.g. `rfc822;bob@remote.test`.
     pub orcpt: Option<String>,
 }
 
@@ -109,6 +109,7 @@ pub struct Envelope {
     /// Envelope sender; empty for the null sender (`MAIL FROM:<>`).
     pub from: String,
     pub rcpts: Vec<QueuedRecipient>,
+    /// ENVID, xtext-decoded.
     pub env_id: Option<String>,
     pub ret: Option<Ret>,
     pub requiretls: bool,
