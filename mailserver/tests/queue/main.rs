@@ -782,3 +782,36 @@ async fn delay_notice_then_delivery_and_requiretls_refused_by_a_host_without_it(
         "one delay notice (not one per retry) and one REQUIRETLS bounce"
     );
 }
+
+#[tokio::test]
+async fn ed25519_signature_verifies_with_dkimpy() {
+    use base64::Engine as _;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+    let key =
+        mailserver::dkim::DkimKey::from_pem("example.test", "ed", "ed25519", &pair.serialize_pem())
+            .expect("key");
+    let raw = message("zoe@remote.test", "ed25519");
+    let header = key.sign(&raw, 1_764_000_000).expect("sign");
+    let mut signed = header.into_bytes();
+    signed.extend_from_slice(&raw);
+    let public = base64::engine::general_purpose::STANDARD.encode(pair.public_key_raw());
+    let verdict = py(
+        r#"
+import sys, dkim
+record = ("v=DKIM1; k=ed25519; p=" + sys.argv[1]).encode()
+def dnsfunc(name, timeout=5):
+    name = name.decode() if isinstance(name, bytes) else name
+    return record if name.rstrip(".") == "ed._domainkey.example.test" else b""
+data = sys.stdin.buffer.read()
+print("pass" if dkim.verify(data, dnsfunc=dnsfunc) else "fail")
+print("pass" if dkim.verify(data.replace(b"Subject: ed25519", b"Subject: changed"), dnsfunc=dnsfunc) else "fail")
+"#,
+        &[&public],
+        &signed,
+    )
+    .await;
+    assert_eq!(
+        verdict, "pass\nfail\n",
+        "dkimpy verdicts (original, tampered header)"
+    );
+}
