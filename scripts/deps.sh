@@ -31,7 +31,15 @@ ensure_run_deps() {
 # What the test suite needs on top: Python for the real mail clients, Garage for S3.
 ensure_test_deps() {
     ensure_run_deps
-    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9 python3-aiosmtpd python3-dnspython
+    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9
+    # POP3 downloads by real clients (tests/pop3_clients.rs).
+    apt_install fetchmail getmail6
+    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9 \
+        dovecot-core libnet-ssleay-perl libio-socket-ssl-perl
+    # dovecot-core: `doveadm pw` makes the Dovecot hashes the auth tests import;
+    # the two Perl modules give swaks its --tls / --tls-on-connect.
+    # The outbound queue's tests: aiosmtpd plays the remote MX, dnspython reads the test zone.
+    apt_install python3-aiosmtpd python3-dnspython
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"
