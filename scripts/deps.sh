@@ -39,6 +39,8 @@ ensure_test_deps() {
     apt_install fetchmail getmail6
     # IMAP sync by a real client (tests/imap_commands.rs).
     apt_install isync
+    # The outbound queue's tests: aiosmtpd plays the remote MX, dnspython reads the test zone.
+    apt_install python3-aiosmtpd python3-dnspython
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

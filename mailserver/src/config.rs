@@ -142,6 +142,10 @@ pub struct Config {
     /// when its owner logs in with it.
     #[arg(long, env = "MAIL_AUTH_REHASH", default_value_t = true, action = clap::ArgAction::Set)]
     pub auth_rehash: bool,
+
+    /// The outbound queue and remote delivery.
+    #[command(flatten)]
+    pub queue: crate::queue::flags::QueueFlags,
 }
 
 impl Config {

@@ -12,6 +12,8 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Most recipients of one SMTP transaction.
     pub max_recipients: usize,
+    /// The outbound queue's lifetime, retries and DSN sender (see [`crate::queue`]).
+    pub queue: crate::queue::QueueSettings,
 }
 
 impl Default for Settings {
@@ -20,6 +22,7 @@ impl Default for Settings {
             hostname: "localhost".to_string(),
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
+            queue: crate::queue::QueueSettings::default(),
         }
     }
 }

@@ -30,7 +30,11 @@ pub fn router(ctx: Arc<Context>, draining: watch::Receiver<bool>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Ops { ctx, draining })
+        .with_state(Ops {
+            ctx: ctx.clone(),
+            draining,
+        })
+        .merge(crate::queue::http::router(ctx))
 }
 
 /// Serves `listener` until `shutdown` turns true; open requests finish first.

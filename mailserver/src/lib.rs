@@ -6,6 +6,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod context;
+pub mod dkim;
 pub mod driver;
 pub mod fuzzing;
 pub mod http;
@@ -15,8 +16,10 @@ pub mod listener;
 pub mod metrics;
 #[cfg(test)]
 mod noise;
+pub mod outbound;
 pub mod pop3;
 pub mod proxy;
+pub mod queue;
 pub mod server;
 pub mod smtp;
 pub mod store;

@@ -10,6 +10,9 @@ use mailserver::bootstrap::Backends;
 use mailserver::config::Config;
 use mailserver::context::{Context, Settings};
 use mailserver::listener::{Acceptors, TlsMode};
+use mailserver::outbound::Outbound;
+use mailserver::queue::Queue;
+use mailserver::queue::runner::Runner;
 use mailserver::server::ServerConfig;
 use mailserver::store::Store;
 use mailserver::tls::{CertKeyPaths, Certificates, Versions};
@@ -59,9 +62,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
             hostname: config.hostname.clone(),
             max_message_size: config.max_message_size,
             max_recipients: config.max_recipients,
+            queue: config.queue.queue_settings(&config.hostname),
         },
     });
     let _collector = ctx.store.spawn_collector();
+    let (stop_queue, queue_stop) = tokio::sync::watch::channel(false);
+    let queue_runner = match config.queue.queue_runner {
+        true => {
+            let queue = Queue::from_context(&ctx);
+            let outbound = Outbound::new(config.queue.outbound(&config.hostname)?)?;
+            let runner = Runner::new(
+                queue,
+                Arc::new(outbound),
+                config.queue.runner_settings(&config.hostname),
+            );
+            Some(Arc::new(runner).spawn(queue_stop))
+        }
+        false => None,
+    };
     let maildrop_locks = ctx.store.maildrop_locks().clone();
     let tls = certificates.as_ref().map(|(certs, _)| Acceptors {
         tls13: certs.acceptor(Versions::Tls13Only),
@@ -101,6 +119,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    let _ = stop_queue.send(true);
+    if let Some(runner) = queue_runner {
+        // An attempt in flight keeps its lease; another pod retries it after expiry.
+        let _ = tokio::time::timeout(Duration::from_secs(5), runner).await;
+    }
     // Every connection is closed: leases a dropped session had no time to release go now.
     if let Err(error) = maildrop_locks.release_all().await {
         tracing::warn!(%error, "POP3 maildrop locks not released; they expire");

@@ -55,6 +55,53 @@ struct Metrics {
     tls_handshakes: Counter,
     pop3_locks: Gauge,
     pop3_in_use: Counter,
+    queue: QueueMetrics,
+}
+
+/// The outbound queue's series.
+struct QueueMetrics {
+    messages: Gauge,
+    oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
+    attempts: Family<ResultLabel, Counter>,
+    connections: Family<ResultLabel, Counter>,
+}
+
+impl QueueMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let q = Self {
+            messages: Gauge::default(),
+            oldest: Gauge::default(),
+            attempts: Family::default(),
+            connections: Family::default(),
+        };
+        registry.register(
+            "queue_messages",
+            "Messages in the outbound queue (all pods)",
+            q.messages.clone(),
+        );
+        registry.register(
+            "queue_oldest_seconds",
+            "Age of the oldest message in the outbound queue",
+            q.oldest.clone(),
+        );
+        registry.register(
+            "queue_delivery_attempts",
+            "Delivery attempts per recipient, by result (delivered, deferred, failed, expired)",
+            q.attempts.clone(),
+        );
+        registry.register(
+            "outbound_connections",
+            "SMTP client transactions with remote hosts, by result (ok, error)",
+            q.connections.clone(),
+        );
+        for result in ["delivered", "deferred", "failed", "expired"] {
+            let _ = q.attempts.get_or_create(&ResultLabel { result });
+        }
+        for result in ["ok", "error"] {
+            let _ = q.connections.get_or_create(&ResultLabel { result });
+        }
+        q
+    }
 }
 
 impl Metrics {
@@ -128,7 +175,9 @@ impl Metrics {
                 result: result.label(),
             });
         }
+        let queue = QueueMetrics::register(&mut registry);
         Self {
+            queue,
             registry,
             connections,
             open,
@@ -197,6 +246,32 @@ pub fn delivery(ok: bool, bytes: usize) {
     }
 }
 
+/// Sets the queue gauges (read from PostgreSQL by a queue runner).
+pub fn queue_gauges(messages: i64, oldest_seconds: f64) {
+    let q = &metrics().queue;
+    q.messages.set(messages);
+    q.oldest.set(oldest_seconds);
+}
+
+/// Counts one recipient's delivery attempt: `delivered`, `deferred`, `failed` or `expired`.
+pub fn queue_attempt(result: &'static str) {
+    metrics()
+        .queue
+        .attempts
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
+/// Counts one SMTP client transaction with a remote host.
+pub fn outbound_connection(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics()
+        .queue
+        .connections
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
 /// Counts one password check.
 pub fn login(result: LoginResult) {
     metrics()
@@ -262,6 +337,10 @@ mod tests {
             "mailserver_logins_total{result=\"ok\"}",
             "mailserver_logins_total{result=\"failed\"}",
             "mailserver_logins_total{result=\"error\"}",
+            "mailserver_queue_messages",
+            "mailserver_queue_oldest_seconds",
+            "mailserver_queue_delivery_attempts_total{result=\"delivered\"}",
+            "mailserver_queue_delivery_attempts_total{result=\"failed\"}",
         ] {
             assert!(
                 sample(&text, series).is_some(),

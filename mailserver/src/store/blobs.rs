@@ -32,13 +32,13 @@ use super::{Store, StoreError};
 
 /// A blob row made ready for a delivery by [`stage`].
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Staged {
+pub(crate) struct Staged {
     pub id: i64,
 }
 
 /// Records that `bucket/key` is about to be written and writes its object unless a committed
 /// reference proves it is there already.
-pub(super) async fn stage(
+pub(crate) async fn stage(
     store: &Store,
     bucket: &str,
     key: &str,
@@ -65,7 +65,7 @@ pub(super) async fn stage(
 
 /// Locks the staged rows against the collector for the rest of the transaction; `false` when
 /// one of them was collected since it was staged (the caller stages again).
-pub(super) async fn confirm(
+pub(crate) async fn confirm(
     tx: &mut Transaction<'_, Postgres>,
     staged: &[Staged],
 ) -> Result<bool, StoreError> {
@@ -82,7 +82,7 @@ pub(super) async fn confirm(
 
 /// Adds (`sign` 1) or drops (`sign` -1) one reference per occurrence of a blob id, locking the
 /// rows in ascending id order: blobs are the last locks of the store's lock order.
-pub(super) async fn change_refs(
+pub(crate) async fn change_refs(
     tx: &mut Transaction<'_, Postgres>,
     blob_ids: impl IntoIterator<Item = i64>,
     sign: i64,

@@ -20,7 +20,7 @@ pub struct Delivered {
 }
 
 /// Times a write stages its body again after the collector took it meanwhile.
-pub(super) const ATTEMPTS: usize = 3;
+pub(crate) const ATTEMPTS: usize = 3;
 
 /// The blob key of a body: its SHA-256, so equal bodies share one object.
 pub fn blob_key(raw: &[u8]) -> String {

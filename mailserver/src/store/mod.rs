@@ -31,7 +31,8 @@ mod summary;
 mod usage;
 
 pub use blobs::Collected;
-pub use delivery::{Delivered, blob_key};
+pub(crate) use blobs::{Staged, change_refs, confirm, stage};
+pub use delivery::{Delivered, blob_key, source_key};
 pub use folders::{FOLDER_DELIMITER, FolderError, check_folder_name};
 pub use junk::{JunkDirection, JunkEvent};
 pub use maildrop_lock::{MaildropLease, MaildropLocks};
