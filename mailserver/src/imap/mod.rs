@@ -6,10 +6,12 @@
 //! and [`connection`] is the adapter that runs both under the connection driver.
 
 mod auth;
+mod condstore;
 pub mod connection;
 mod expunge;
 pub(crate) mod fetch;
 mod flags;
+mod idle;
 mod mailbox;
 mod mime;
 #[cfg(test)]
@@ -22,6 +24,7 @@ mod sequence;
 pub mod session;
 mod structure;
 mod transfer;
+mod updates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

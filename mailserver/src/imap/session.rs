@@ -10,11 +10,13 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{IString, NString, Tag, Vec1};
 use imap_codec::imap_types::response::{Capability, Code, Data, Greeting, Response, Status};
 
+use super::condstore::Enabled;
 use super::fetch::FetchJob;
 use super::mailbox::Selected;
 use super::reply::{self, CommandError, text};
 use crate::Context;
 use crate::auth::Account;
+use crate::store::{Signal, Watch};
 
 /// Where the session is in RFC 3501's state diagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +42,14 @@ pub struct Session {
     /// What the connection offers: STARTTLS, and whether clear-text logins are refused.
     starttls: bool,
     login_disabled: bool,
+    /// Wake-ups from the change feed (see `updates.rs`, `idle.rs`).
+    pub(super) signal: Signal,
+    /// The feed's watch on the selected folder.
+    pub(super) watch: Option<(i64, Watch)>,
+    /// Tag of the IDLE in progress.
+    pub(super) idling: Option<Tag<'static>>,
+    /// CONDSTORE / QRESYNC switched on.
+    pub(super) enabled: Enabled,
 }
 
 /// What a tagged command handler returns: the final OK (untagged data was queued on the way).
@@ -58,6 +68,10 @@ impl Session {
             fetching: None,
             starttls: false,
             login_disabled: false,
+            signal: Signal::default(),
+            watch: None,
+            idling: None,
+            enabled: Enabled::default(),
         }
     }
 
@@ -119,6 +133,7 @@ impl Session {
             Capability::Id,
             Capability::Namespace,
             Capability::Unselect,
+            Capability::Idle,
             Capability::UidPlus,
             Capability::Move,
         ]);
@@ -129,6 +144,7 @@ impl Session {
     /// to say (FETCH) queues only its first batch: see [`Session::has_more`].
     pub async fn command(&mut self, command: Command<'static>) {
         let tag = command.tag.clone();
+        let expunge_ok = super::updates::may_expunge(&command.body);
         let result = self.dispatch(tag.clone(), command.body).await;
         let status = result.unwrap_or_else(|err| err.into_status(tag));
         match self.fetching.as_mut() {
@@ -136,7 +152,10 @@ impl Session {
                 job.status = status;
                 self.resume().await;
             }
-            None => self.push_status(status),
+            None => {
+                self.updates_after_command(expunge_ok).await;
+                self.push_status(status);
+            }
         }
     }
 
@@ -153,7 +172,11 @@ impl Session {
         };
         match self.fetch_batch(&mut job).await {
             Ok(true) => self.fetching = Some(job),
-            Ok(false) => self.push_status(job.status),
+            Ok(false) => {
+                // Never EXPUNGE after a FETCH (RFC 3501 §7.4.1).
+                self.updates_after_command(false).await;
+                self.push_status(job.status);
+            }
             Err(err) => self.push_status(err.into_status(job.tag())),
         }
     }
@@ -366,7 +389,7 @@ pub(super) mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
+    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT IDLE UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
 
     #[tokio::test]
     async fn conversations_before_login() {
@@ -374,7 +397,7 @@ pub(super) mod tests {
             (b"", ""),
             (
                 b"a1 CAPABILITY\r\n",
-                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
+                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT IDLE UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
             ),
             (b"a1 NOOP\r\n", "a1 OK NOOP completed\r\n"),
             (b"a1 noop\n", "a1 OK NOOP completed\r\n"),

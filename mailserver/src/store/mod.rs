@@ -20,7 +20,9 @@
 //! 4. `blobs` rows last, ascending id, for their refcounts ([`blobs::change_refs`]).
 
 mod blobs;
+mod changes;
 mod delivery;
+mod feed;
 mod imap_ops;
 mod maildrop_lock;
 mod messages;
@@ -28,7 +30,9 @@ mod recipients;
 mod summary;
 
 pub use blobs::Collected;
+pub use changes::{CHANNEL as CHANGES_CHANNEL, Changes, EXPUNGED_RETENTION};
 pub use delivery::{Delivered, blob_key};
+pub use feed::{ChangeFeed, Signal, Watch};
 pub use maildrop_lock::{MaildropLease, MaildropLocks};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
@@ -65,15 +69,18 @@ pub struct Store {
     db: PgPool,
     blobs: Arc<dyn BlobStore>,
     maildrop_locks: Arc<MaildropLocks>,
+    feed: Arc<ChangeFeed>,
 }
 
 impl Store {
     pub fn new(db: PgPool, blobs: Arc<dyn BlobStore>) -> Self {
         let maildrop_locks = MaildropLocks::new(db.clone(), maildrop_lock::DEFAULT_TTL);
+        let feed = ChangeFeed::new(db.clone());
         Self {
             db,
             blobs,
             maildrop_locks,
+            feed,
         }
     }
 
@@ -87,6 +94,11 @@ impl Store {
     /// This process's POP3 maildrop locks.
     pub fn maildrop_locks(&self) -> &Arc<MaildropLocks> {
         &self.maildrop_locks
+    }
+
+    /// This process's change feed (IDLE and NOOP updates).
+    pub fn feed(&self) -> &Arc<ChangeFeed> {
+        &self.feed
     }
 
     pub fn db(&self) -> &PgPool {
@@ -144,15 +156,13 @@ pub(crate) async fn lock_folder(
     }
 }
 
-/// Tells every pod's listeners (IMAP IDLE) that a mailbox changed; PostgreSQL delivers the
-/// notification when the transaction commits, and drops it when it rolls back.
+/// Tells every pod's listeners (IMAP IDLE, NOOP) that `folder_id` reached `modseq`;
+/// PostgreSQL delivers the notification when the transaction commits, and drops it when it
+/// rolls back.
 pub(crate) async fn notify_changed(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    mailbox_id: i64,
+    folder_id: i64,
+    modseq: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify('mailbox_changed', $1)")
-        .bind(mailbox_id.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    changes::notify_folder(tx, folder_id, modseq).await
 }
