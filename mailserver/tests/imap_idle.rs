@@ -144,3 +144,141 @@ fn strings(step: &serde_json::Value) -> Vec<String> {
         .map(|l| l.as_str().expect("string").to_string())
         .collect()
 }
+
+/// CONDSTORE MODSEQs are the same through both processes, and QRESYNC after a disconnect
+/// reports exactly the UIDs expunged meanwhile (`VANISHED (EARLIER)`) and the changed
+/// messages, and nothing else; after the expunged record is pruned the answer is the full one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn condstore_and_qresync_across_processes() {
+    let world = start().await;
+    let other = spawn(&world).await;
+    let script = r#"
+def code(lines, name):
+    return int(re.search(name + r' (\d+)', ' '.join(lines)).group(1))
+def modseqs(lines):
+    return sorted(l for l in lines if re.match(r'^\* \d+ FETCH \(UID \d+ MODSEQ \(\d+\)\)$', l))
+for i in range(1, 6):
+    send(f'm{i}')
+a = login(imap1)
+b = login(imap2)
+report(step='enable', lines=run(a, 'ENABLE QRESYNC') + run(b, 'ENABLE QRESYNC'))
+run(a, 'SELECT INBOX (CONDSTORE)')
+run(a, 'UID STORE 2 +FLAGS (\\Seen)')
+run(b, 'SELECT INBOX (CONDSTORE)')
+run(a, 'NOOP')
+report(step='modseqs', a=modseqs(run(a, 'FETCH 1:* (UID MODSEQ)')),
+       b=modseqs(run(b, 'FETCH 1:* (UID MODSEQ)')))
+run(a, 'UID STORE 5 +FLAGS (\\Answered)')
+noop = run(b, 'NOOP')
+report(step='noop_modseq', b=noop, a=run(a, 'UID FETCH 5 (MODSEQ)'),
+       cond=run(a, 'UID STORE 2,5 (UNCHANGEDSINCE 1) +FLAGS (\\Flagged)'))
+
+selected = run(b, 'SELECT INBOX')
+validity, highest = code(selected, 'UIDVALIDITY'), code(selected, 'HIGHESTMODSEQ')
+run(b, 'LOGOUT')
+# Meanwhile, on process 1: two expunged, one flagged, one delivered.
+run(a, 'UID STORE 1,3 +FLAGS (\\Deleted)')
+run(a, 'UID EXPUNGE 1:3')
+run(a, 'UID STORE 4 +FLAGS (\\Flagged)')
+send('m6')
+b = login(imap2)
+run(b, 'ENABLE QRESYNC')
+report(step='qresync', lines=run(b, f'SELECT INBOX (QRESYNC ({validity} {highest} 1:5))'))
+report(step='changedsince', lines=run(b, f'UID FETCH 1:* (FLAGS) (CHANGEDSINCE {highest} VANISHED)'))
+run(b, 'LOGOUT')
+pause('prune')
+b = login(imap2)
+run(b, 'ENABLE QRESYNC')
+report(step='pruned', lines=run(b, f'SELECT INBOX (QRESYNC ({validity} {highest}))'))
+run(b, 'LOGOUT')
+run(a, 'LOGOUT')
+"#;
+    let mut client = Client::start(&world, &other, script);
+
+    let step = client.next().await;
+    let lines = strings(&step);
+    assert_eq!(
+        lines.iter().filter(|l| *l == "* ENABLED QRESYNC").count(),
+        2,
+        "{lines:?}"
+    );
+
+    let step = client.next().await;
+    assert_eq!(step["step"], "modseqs");
+    assert_eq!(step["a"].as_array().unwrap().len(), 5, "{step}");
+    assert_eq!(step["a"], step["b"], "MODSEQs agree between the processes");
+
+    let step = client.next().await;
+    let b = string_list(&step["b"]);
+    let a = string_list(&step["a"]);
+    let modseq_a = a
+        .iter()
+        .find(|l| l.starts_with("* 5 FETCH"))
+        .and_then(|l| l.split("MODSEQ (").nth(1)?.split(')').next())
+        .expect("MODSEQ on process 1");
+    let pushed = b
+        .iter()
+        .find(|l| l.starts_with("* 5 FETCH (FLAGS (\\Answered)"))
+        .unwrap_or_else(|| panic!("flag change on process 2: {b:?}"));
+    assert!(
+        pushed.contains(&format!("MODSEQ ({modseq_a}")),
+        "{pushed} vs {a:?}"
+    );
+
+    let step = client.next().await;
+    assert_eq!(step["step"], "qresync");
+    let lines = strings(&step);
+    let vanished: Vec<&String> = lines.iter().filter(|l| l.contains("VANISHED")).collect();
+    assert_eq!(vanished, ["* VANISHED (EARLIER) 1,3"], "{lines:?}");
+    let fetched: Vec<&String> = lines.iter().filter(|l| l.contains(" FETCH ")).collect();
+    // uid 4 flagged and uid 6 new since; uid 5's flag changed before the client's MODSEQ.
+    assert_eq!(fetched.len(), 2, "{lines:?}");
+    assert!(
+        fetched[0].starts_with("* 2 FETCH (FLAGS (\\Flagged) UID 4 MODSEQ"),
+        "{lines:?}"
+    );
+    assert!(
+        fetched[1].starts_with("* 4 FETCH (FLAGS () UID 6 MODSEQ"),
+        "{lines:?}"
+    );
+    assert!(lines.contains(&"* 4 EXISTS".to_string()), "{lines:?}");
+
+    let step = client.next().await;
+    let lines = strings(&step);
+    assert_eq!(lines[0], "* VANISHED (EARLIER) 1,3", "{lines:?}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("* ") && l.contains(" FETCH ("))
+            .count(),
+        2,
+        "{lines:?}"
+    );
+
+    // Pruned record: the answer from the same MODSEQ names every UID that is gone.
+    let step = client.next().await;
+    assert_eq!(step["pause"], "prune");
+    let pruned = world
+        .ctx()
+        .store
+        .prune_expunged(std::time::Duration::ZERO)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 2);
+    client.resume().await;
+    let step = client.next().await;
+    let lines = strings(&step);
+    let vanished: Vec<&String> = lines.iter().filter(|l| l.contains("VANISHED")).collect();
+    assert_eq!(vanished, ["* VANISHED (EARLIER) 1,3"], "{lines:?}");
+    client.finish().await;
+    world.stop().await;
+}
+
+fn string_list(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|l| l.as_str().expect("string").to_string())
+        .collect()
+}

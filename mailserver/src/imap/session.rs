@@ -134,6 +134,9 @@ impl Session {
             Capability::Namespace,
             Capability::Unselect,
             Capability::Idle,
+            Capability::Enable,
+            Capability::CondStore,
+            Capability::QResync,
             Capability::UidPlus,
             Capability::Move,
         ]);
@@ -252,8 +255,15 @@ impl Session {
                 Err(CommandError::bad("AUTHENTICATE is not expected here"))
             }
             _ if !authenticated => Err(CommandError::bad("Log in first")),
-            CommandBody::Select { mailbox, .. } => self.select(tag, &mailbox, false).await,
-            CommandBody::Examine { mailbox, .. } => self.select(tag, &mailbox, true).await,
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => self.select_with(tag, &mailbox, false, parameters).await,
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => self.select_with(tag, &mailbox, true, parameters).await,
+            CommandBody::Enable { capabilities } => self.enable(tag, capabilities),
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
@@ -298,9 +308,9 @@ impl Session {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.fetch(tag, &sequence_set, macro_or_item_names, uid)
+                self.fetch_with(tag, &sequence_set, macro_or_item_names, uid, modifiers)
                     .await
             }
             CommandBody::Store {
@@ -309,9 +319,9 @@ impl Session {
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.store(tag, &sequence_set, kind, response, &flags, uid)
+                self.store_with(tag, &sequence_set, kind, response, &flags, uid, modifiers)
                     .await
             }
             CommandBody::Search {
@@ -389,7 +399,7 @@ pub(super) mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT IDLE UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
+    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT IDLE ENABLE CONDSTORE QRESYNC UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
 
     #[tokio::test]
     async fn conversations_before_login() {
@@ -397,7 +407,7 @@ pub(super) mod tests {
             (b"", ""),
             (
                 b"a1 CAPABILITY\r\n",
-                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT IDLE UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
+                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT IDLE ENABLE CONDSTORE QRESYNC UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
             ),
             (b"a1 NOOP\r\n", "a1 OK NOOP completed\r\n"),
             (b"a1 noop\n", "a1 OK NOOP completed\r\n"),

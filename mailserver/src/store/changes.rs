@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sqlx::{Postgres, Transaction};
 
-use super::{MessageMeta, Store, StoreError};
+use super::{FlagMode, MessageMeta, Store, StoreError, lock_folder};
 
 /// The `LISTEN` channel of the change feed.
 pub const CHANNEL: &str = "mail_changes";
@@ -140,6 +140,67 @@ impl Store {
             expunged,
             exact: modseq >= expunged_from,
         }))
+    }
+
+    /// STORE for CONDSTORE (RFC 7162 §3.1.3): changes the flags of `uids` whose MODSEQ is not
+    /// above `unchanged_since` (all of them when `None`), in one transaction under the folder's
+    /// lock. Returns `(uid, flags, modseq)` of each changed message and the UIDs refused
+    /// because they changed after `unchanged_since`, both ascending.
+    pub async fn store_flags_since(
+        &self,
+        folder_id: i64,
+        uids: &[i64],
+        mode: FlagMode,
+        flags: &[String],
+        unchanged_since: Option<i64>,
+    ) -> Result<(Vec<(i64, Vec<String>, i64)>, Vec<i64>), StoreError> {
+        let new_flags = match mode {
+            FlagMode::Replace => "ARRAY(SELECT DISTINCT unnest($3::text[]) ORDER BY 1)",
+            FlagMode::Add => "ARRAY(SELECT DISTINCT unnest(flags || $3::text[]) ORDER BY 1)",
+            FlagMode::Remove => {
+                "ARRAY(SELECT unnest(flags) EXCEPT SELECT unnest($3::text[]) ORDER BY 1)"
+            }
+        };
+        let mut tx = self.db.begin().await?;
+        match lock_folder(&mut tx, &[folder_id]).await {
+            Err(StoreError::NoSuchFolder { .. }) => return Ok((Vec::new(), Vec::new())),
+            other => other?,
+        };
+        let modified: Vec<i64> = match unchanged_since {
+            Some(since) => {
+                sqlx::query_scalar(
+                    "SELECT uid FROM messages WHERE folder_id = $1 AND uid = ANY($2)
+                        AND modseq > $3 ORDER BY uid",
+                )
+                .bind(folder_id)
+                .bind(uids)
+                .bind(since)
+                .fetch_all(&mut *tx)
+                .await?
+            }
+            None => Vec::new(),
+        };
+        let modseq = bump_modseq(&mut tx, folder_id).await?;
+        let mut rows: Vec<(i64, Vec<String>, i64)> = sqlx::query_as(&format!(
+            "UPDATE messages SET flags = {new_flags}, modseq = $4
+              WHERE folder_id = $1 AND uid = ANY($2) AND ($5::bigint IS NULL OR modseq <= $5)
+              RETURNING uid, flags, modseq"
+        ))
+        .bind(folder_id)
+        .bind(uids)
+        .bind(flags)
+        .bind(modseq)
+        .bind(unchanged_since)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok((Vec::new(), modified));
+        }
+        notify_folder(&mut tx, folder_id, modseq).await?;
+        tx.commit().await?;
+        rows.sort_by_key(|(uid, ..)| *uid);
+        Ok((rows, modified))
     }
 
     /// The UIDs now in the folder, ascending (for a resync the expunged record cannot answer).
