@@ -6,7 +6,6 @@ use std::num::{NonZeroU32, NonZeroU64};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::command::{FetchModifier, SelectParameter, StoreModifier};
 use imap_codec::imap_types::core::{Tag, Vec1};
-use imap_codec::imap_types::extensions::enable::CapabilityEnable;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName,
 };
@@ -23,52 +22,13 @@ use super::sequence::{self, Ranges};
 use super::session::{Outcome, Session};
 use crate::store::{FlagMode, MessageMeta};
 
-/// Extensions a client switched on (ENABLE, or SELECT with CONDSTORE/QRESYNC).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Enabled {
-    pub condstore: bool,
-    pub qresync: bool,
-}
-
 impl Session {
     pub(super) fn condstore_enabled(&self) -> bool {
-        self.enabled.condstore || self.enabled.qresync
+        self.enabled.has("CONDSTORE") || self.enabled.has("QRESYNC")
     }
 
     pub(super) fn qresync_enabled(&self) -> bool {
-        self.enabled.qresync
-    }
-
-    /// ENABLE (RFC 5161): answers `* ENABLED` with what was newly switched on.
-    pub(super) fn enable(
-        &mut self,
-        tag: Tag<'static>,
-        capabilities: Vec1<CapabilityEnable<'static>>,
-    ) -> Outcome {
-        let mut newly = Vec::new();
-        for capability in capabilities.into_inner() {
-            match capability {
-                CapabilityEnable::CondStore if !self.enabled.condstore => {
-                    self.enabled.condstore = true;
-                    newly.push(capability);
-                }
-                // imap-types knows QRESYNC only as an atom.
-                CapabilityEnable::Other(_)
-                    if capability.to_string().eq_ignore_ascii_case("QRESYNC")
-                        && !self.enabled.qresync =>
-                {
-                    // QRESYNC implies CONDSTORE (RFC 7162 §3.2.3).
-                    self.enabled.qresync = true;
-                    self.enabled.condstore = true;
-                    newly.push(capability);
-                }
-                _ => {}
-            }
-        }
-        self.push(Data::Enabled {
-            capabilities: newly,
-        });
-        Ok(reply::tagged_ok(tag, None, "ENABLE completed"))
+        self.enabled.has("QRESYNC")
     }
 
     /// SELECT / EXAMINE with RFC 7162 parameters: `HIGHESTMODSEQ` always, and for
@@ -84,14 +44,16 @@ impl Session {
         let mut resync = None;
         for parameter in parameters {
             match parameter {
-                SelectParameter::CondStore => self.enabled.condstore = true,
+                SelectParameter::CondStore => {
+                    self.enabled.insert("CONDSTORE".to_string());
+                }
                 SelectParameter::QResync {
                     uid_validity,
                     mod_sequence_value,
                     known_uids,
                     ..
                 } => {
-                    if !self.enabled.qresync {
+                    if !self.qresync_enabled() {
                         self.selected = None;
                         return Err(CommandError::bad("ENABLE QRESYNC first"));
                     }
@@ -193,7 +155,7 @@ impl Session {
         };
         if names.contains(&MessageDataItemName::ModSeq) {
             // FETCH MODSEQ switches CONDSTORE on (RFC 7162 §3.1).
-            self.enabled.condstore = true;
+            self.enabled.insert("CONDSTORE".to_string());
         }
         let mut changed_since = None;
         let mut with_vanished = false;
@@ -218,12 +180,12 @@ impl Session {
                 )
                 .await;
         };
-        if with_vanished && !(uid && self.enabled.qresync) {
+        if with_vanished && !(uid && self.qresync_enabled()) {
             return Err(CommandError::bad(
                 "VANISHED needs UID FETCH and ENABLE QRESYNC",
             ));
         }
-        self.enabled.condstore = true;
+        self.enabled.insert("CONDSTORE".to_string());
         if !names.contains(&MessageDataItemName::ModSeq) {
             names.push(MessageDataItemName::ModSeq);
         }
@@ -291,7 +253,7 @@ impl Session {
         if unchanged_since.is_none() && !self.condstore_enabled() {
             return self.store(tag, set, kind, response, flags, uid).await;
         }
-        self.enabled.condstore = true;
+        self.enabled.insert("CONDSTORE".to_string());
         let store = self.ctx.store.clone();
         let selected = self.selected_writable()?;
         let positions = sequence::select(&selected.uids(), set, uid)?;

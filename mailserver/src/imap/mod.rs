@@ -6,11 +6,16 @@
 //! and [`connection`] is the adapter that runs both under the connection driver.
 
 mod auth;
+mod binary;
+mod capabilities;
 mod condstore;
 pub mod connection;
+mod enable;
 mod expunge;
+pub(crate) mod extended;
 pub(crate) mod fetch;
 mod flags;
+mod folders;
 mod idle;
 mod mailbox;
 mod mime;
@@ -18,10 +23,12 @@ mod mime;
 mod noise;
 mod parse;
 mod prelogin;
+mod quota;
 mod reply;
 mod search;
 mod sequence;
 pub mod session;
+mod sort;
 mod structure;
 mod transfer;
 mod updates;

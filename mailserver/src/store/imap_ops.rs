@@ -10,7 +10,7 @@ use mail_blobstore::BlobSource;
 use super::blobs::{change_refs, confirm, stage};
 use super::changes::{bump_modseq, record_expunged};
 use super::delivery::{ATTEMPTS, NewMessage, blob_key, charge_quota, insert_message, take_uids};
-use super::{Store, StoreError, lock_folder, notify_changed};
+use super::{Store, StoreError, junk, lock_folder, notify_changed};
 
 /// A message row of the source folder, as COPY and MOVE need it.
 #[derive(sqlx::FromRow)]
@@ -82,6 +82,7 @@ impl Store {
                 internal_date,
             };
             insert_message(&mut tx, &row).await?;
+            junk::record_transfer(&mut tx, None, folder_id, &[taken.first_uid]).await?;
             change_refs(&mut tx, [blob.id], 1).await?;
             notify_changed(&mut tx, folder_id, taken.modseq).await?;
             tx.commit().await?;
@@ -174,6 +175,8 @@ impl Store {
             }
             pairs.push((source.uid, uid));
         }
+        let new_uids: Vec<i64> = pairs.iter().map(|(_, uid)| *uid).collect();
+        junk::record_transfer(&mut tx, Some(from_folder), to_folder, &new_uids).await?;
         if remove_source {
             // Gone from the source: expunged there, as QRESYNC must learn.
             let modseq = bump_modseq(&mut tx, from_folder).await?;

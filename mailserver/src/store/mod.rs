@@ -23,20 +23,26 @@ mod blobs;
 mod changes;
 mod delivery;
 mod feed;
+mod folders;
 mod imap_ops;
+mod junk;
 mod maildrop_lock;
 mod messages;
 mod recipients;
 mod summary;
+mod usage;
 
 pub use blobs::Collected;
 pub use changes::{CHANNEL as CHANGES_CHANNEL, Changes, EXPUNGED_RETENTION};
 pub use delivery::{Delivered, blob_key};
 pub use feed::{ChangeFeed, Signal, Watch};
+pub use folders::{FOLDER_DELIMITER, FolderError, check_folder_name};
+pub use junk::{JunkDirection, JunkEvent};
 pub use maildrop_lock::{MaildropLease, MaildropLocks};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
 pub use summary::{HeaderSummary, SUMMARY_KIND};
+pub use usage::Usage;
 
 use std::sync::Arc;
 
@@ -165,4 +171,19 @@ pub(crate) async fn notify_changed(
     modseq: i64,
 ) -> Result<(), sqlx::Error> {
     changes::notify_folder(tx, folder_id, modseq).await
+}
+
+/// Tells every pod that the folders of a mailbox changed (CREATE, DELETE, RENAME): payload
+/// `"mailbox <id>"` on the change feed's channel. Sessions with a deleted folder selected find
+/// it gone on their next read; the feed wakes nobody for it today.
+pub(crate) async fn notify_mailbox_changed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    mailbox_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(changes::CHANNEL)
+        .bind(format!("mailbox {mailbox_id}"))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
