@@ -233,6 +233,7 @@ async fn select_fetch_store_expunge() {
          * OK [UNSEEN 1] First unseen message\r\n\
          * OK [UIDVALIDITY 1234567] UIDs valid\r\n\
          * OK [UIDNEXT 4] Predicted next UID\r\n\
+         * OK [HIGHESTMODSEQ 4] Highest\r\n\
          s2 OK [READ-WRITE] SELECT completed\r\n"
     );
 

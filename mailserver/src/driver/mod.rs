@@ -174,7 +174,7 @@ pub async fn run(
     adapter.start(&mut out);
     let mut flow = Flow::Continue;
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; SMALL_READ];
     let mut stopping = false;
     let mut shutdown = std::pin::pin!(shutdown.wait());
     let waker = adapter.waker();
@@ -257,6 +257,7 @@ pub async fn run(
                     last_write = Instant::now();
                 }
                 flow = adapter.input(&buf[..n], &mut out).await;
+                resize_read_buffer(&mut buf, n);
             }
             () = notified(waker.as_deref()) => {
                 flow = adapter.woken(&mut out).await;
@@ -269,6 +270,21 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Read buffer of a connection that sends little (an IDLE session, a command at a time).
+const SMALL_READ: usize = 1024;
+/// Read buffer while the client streams (a literal, a DATA body).
+const LARGE_READ: usize = 16 * 1024;
+
+/// Grows the read buffer when a read filled it (bulk input) and shrinks it back after a short
+/// read, so thousands of quiet connections do not each hold 16 KiB.
+fn resize_read_buffer(buf: &mut Vec<u8>, last_read: usize) {
+    if last_read == buf.len() && buf.len() < LARGE_READ {
+        *buf = vec![0u8; LARGE_READ];
+    } else if last_read < SMALL_READ && buf.len() > SMALL_READ {
+        *buf = vec![0u8; SMALL_READ];
     }
 }
 
@@ -306,4 +322,22 @@ async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
     .await
     .map_err(|_| anyhow::anyhow!("client stopped reading"))??;
     Ok(())
+}
+
+#[cfg(test)]
+mod read_buffer_tests {
+    use super::*;
+
+    #[test]
+    fn read_buffer_follows_the_input() {
+        let mut buf = vec![0u8; SMALL_READ];
+        resize_read_buffer(&mut buf, 20);
+        assert_eq!(buf.len(), SMALL_READ);
+        resize_read_buffer(&mut buf, SMALL_READ);
+        assert_eq!(buf.len(), LARGE_READ, "a full read grows it");
+        resize_read_buffer(&mut buf, LARGE_READ);
+        assert_eq!(buf.len(), LARGE_READ);
+        resize_read_buffer(&mut buf, 30);
+        assert_eq!(buf.len(), SMALL_READ, "a short read shrinks it back");
+    }
 }

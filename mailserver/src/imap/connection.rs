@@ -259,14 +259,26 @@ impl Imap {
                         return flow;
                     }
                 }
-                Event::IdleCommandReceived { tag } => {
-                    let _ = self
-                        .server
-                        .idle_reject(reply::tagged_bad(tag, "IDLE is not supported yet"));
+                Event::IdleCommandReceived { tag } => match self.session.idle_start(tag).await {
+                    Ok(()) => {
+                        if let Ok(ccr) = CommandContinuationRequest::basic(None, "idling") {
+                            let _ = self.server.idle_accept(ccr);
+                        }
+                        queue(&mut self.server, self.session.take_output());
+                    }
+                    Err(status) => {
+                        let _ = self.server.idle_reject(status);
+                    }
+                },
+                Event::IdleDoneReceived => {
+                    if let Some(status) = self.session.idle_done() {
+                        // Updates that came while the client said DONE go before the OK.
+                        self.session.idle_woken().await;
+                        queue(&mut self.server, self.session.take_output());
+                        self.server.enqueue_status(status);
+                    }
                 }
-                Event::GreetingSent { .. }
-                | Event::ResponseSent { .. }
-                | Event::IdleDoneReceived => {}
+                Event::GreetingSent { .. } | Event::ResponseSent { .. } => {}
             }
         }
     }
@@ -407,6 +419,21 @@ impl Adapter for Imap {
 
     fn authenticated(&self) -> bool {
         self.session.state() != State::NotAuthenticated
+    }
+
+    fn waker(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.session.waker())
+    }
+
+    async fn woken(&mut self, out: &mut Vec<u8>) -> Flow {
+        if !self.session.is_idling() {
+            // Not idling: the updates go out with the client's next command.
+            return Flow::Continue;
+        }
+        self.session.idle_woken().await;
+        queue(&mut self.server, self.session.take_output());
+        self.emit(out);
+        Flow::Continue
     }
 }
 

@@ -19,7 +19,7 @@ impl Enabled {
         self.0.iter().any(|n| n.eq_ignore_ascii_case(name))
     }
 
-    fn insert(&mut self, name: String) -> bool {
+    pub(super) fn insert(&mut self, name: String) -> bool {
         if self.has(&name) {
             false
         } else {

@@ -407,38 +407,7 @@ impl Session {
     /// messages (highest sequence number first, so each number is right when it is read), new
     /// messages as EXISTS, and flags changed by other sessions.
     pub(super) async fn sync(&mut self) -> Result<(), CommandError> {
-        let Some(selected) = self.selected.as_ref() else {
-            return Ok(());
-        };
-        let fresh = self.ctx.store.messages(selected.folder.id).await?;
-        let old = &selected.messages;
-        let mut updates = Vec::new();
-        for (i, message) in old.iter().enumerate().rev() {
-            if fresh.binary_search_by_key(&message.uid, |m| m.uid).is_err()
-                && let Some(seq) = NonZeroU32::new(u32::try_from(i + 1).unwrap_or(u32::MAX))
-            {
-                updates.push(Data::Expunge(seq));
-            }
-        }
-        let kept = old.len() - updates.len();
-        if fresh.len() != kept {
-            updates.push(Data::Exists(u32::try_from(fresh.len()).unwrap_or(u32::MAX)));
-        }
-        for (i, message) in fresh.iter().enumerate() {
-            let changed = old
-                .binary_search_by_key(&message.uid, |m| m.uid)
-                .is_ok_and(|j| old[j].flags != message.flags);
-            if changed {
-                updates.push(super::fetch::flags_fetch(i + 1, message, false));
-            }
-        }
-        for data in updates {
-            self.push(data);
-        }
-        if let Some(selected) = self.selected.as_mut() {
-            selected.messages = fresh;
-        }
-        Ok(())
+        self.sync_view(true).await
     }
 }
 

@@ -8,6 +8,7 @@
 mod auth;
 mod binary;
 mod capabilities;
+mod condstore;
 pub mod connection;
 mod enable;
 mod expunge;
@@ -15,6 +16,7 @@ pub(crate) mod extended;
 pub(crate) mod fetch;
 mod flags;
 mod folders;
+mod idle;
 mod mailbox;
 mod mime;
 #[cfg(test)]
@@ -29,6 +31,7 @@ pub mod session;
 mod sort;
 mod structure;
 mod transfer;
+mod updates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -17,6 +17,7 @@ use super::mailbox::Selected;
 use super::reply::{self, CommandError, text};
 use crate::Context;
 use crate::auth::{Account, SaslLogin};
+use crate::store::{Signal, Watch};
 
 /// Where the session is in RFC 3501's state diagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,12 @@ pub struct Session {
     /// What the connection offers: STARTTLS, and whether clear-text logins are refused.
     starttls: bool,
     login_disabled: bool,
+    /// Wake-ups from the change feed (see `updates.rs`, `idle.rs`).
+    pub(super) signal: Signal,
+    /// The feed's watch on the selected folder.
+    pub(super) watch: Option<(i64, Watch)>,
+    /// Tag of the IDLE in progress.
+    pub(super) idling: Option<Tag<'static>>,
     /// Extensions the client turned on with ENABLE (CONDSTORE, QRESYNC).
     pub(super) enabled: Enabled,
     /// What the running command had beyond imap-codec's syntax (see [`super::extended`]).
@@ -64,6 +71,9 @@ impl Session {
             fetching: None,
             starttls: false,
             login_disabled: false,
+            signal: Signal::default(),
+            watch: None,
+            idling: None,
             enabled: Enabled::default(),
             extension: None,
         }
@@ -131,6 +141,9 @@ impl Session {
             Capability::Id,
             Capability::Namespace,
             Capability::Unselect,
+            Capability::Idle,
+            Capability::CondStore,
+            Capability::QResync,
             Capability::UidPlus,
             Capability::Move,
         ]);
@@ -144,6 +157,7 @@ impl Session {
     /// to say (FETCH) queues only its first batch: see [`Session::has_more`].
     pub async fn command(&mut self, command: Command<'static>) {
         let tag = command.tag.clone();
+        let expunge_ok = super::updates::may_expunge(&command.body);
         let result = self.dispatch(tag.clone(), command.body).await;
         let status = result.unwrap_or_else(|err| err.into_status(tag));
         match self.fetching.as_mut() {
@@ -151,7 +165,10 @@ impl Session {
                 job.status = status;
                 self.resume().await;
             }
-            None => self.push_status(status),
+            None => {
+                self.updates_after_command(expunge_ok).await;
+                self.push_status(status);
+            }
         }
     }
 
@@ -175,7 +192,11 @@ impl Session {
         };
         match self.fetch_batch(&mut job).await {
             Ok(true) => self.fetching = Some(job),
-            Ok(false) => self.push_status(job.status),
+            Ok(false) => {
+                // Never EXPUNGE after a FETCH (RFC 3501 §7.4.1).
+                self.updates_after_command(false).await;
+                self.push_status(job.status);
+            }
             Err(err) => self.push_status(err.into_status(job.tag())),
         }
     }
@@ -251,8 +272,14 @@ impl Session {
                 Err(CommandError::bad("AUTHENTICATE is not expected here"))
             }
             _ if !authenticated => Err(CommandError::bad("Log in first")),
-            CommandBody::Select { mailbox, .. } => self.select(tag, &mailbox, false).await,
-            CommandBody::Examine { mailbox, .. } => self.select(tag, &mailbox, true).await,
+            CommandBody::Select {
+                mailbox,
+                parameters,
+            } => self.select_with(tag, &mailbox, false, parameters).await,
+            CommandBody::Examine {
+                mailbox,
+                parameters,
+            } => self.select_with(tag, &mailbox, true, parameters).await,
             CommandBody::List {
                 reference,
                 mailbox_wildcard,
@@ -301,9 +328,9 @@ impl Session {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.fetch(tag, &sequence_set, macro_or_item_names, uid)
+                self.fetch_with(tag, &sequence_set, macro_or_item_names, uid, modifiers)
                     .await
             }
             CommandBody::Store {
@@ -312,9 +339,9 @@ impl Session {
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.store(tag, &sequence_set, kind, response, &flags, uid)
+                self.store_with(tag, &sequence_set, kind, response, &flags, uid, modifiers)
                     .await
             }
             CommandBody::Search {
@@ -410,7 +437,7 @@ pub(super) mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
+    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ ID NAMESPACE UNSELECT IDLE CONDSTORE QRESYNC UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
 
     #[tokio::test]
     async fn conversations_before_login() {
@@ -418,7 +445,7 @@ pub(super) mod tests {
             (b"", ""),
             (
                 b"a1 CAPABILITY\r\n",
-                "* CAPABILITY IMAP4REV1 AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
+                "* CAPABILITY IMAP4REV1 AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ ID NAMESPACE UNSELECT IDLE CONDSTORE QRESYNC UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
             ),
             (b"a1 NOOP\r\n", "a1 OK NOOP completed\r\n"),
             (b"a1 noop\n", "a1 OK NOOP completed\r\n"),

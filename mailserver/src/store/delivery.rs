@@ -166,7 +166,7 @@ impl Store {
                 internal_date: None,
             };
             insert_message(&mut tx, &row).await?;
-            notify_changed(&mut tx, mailbox_id).await?;
+            notify_changed(&mut tx, taken.folder_id, taken.modseq).await?;
             delivered.push(Delivered {
                 mailbox_id,
                 folder_id: taken.folder_id,

@@ -9,7 +9,7 @@ use sqlx::{Postgres, Transaction};
 use super::blobs::change_refs;
 use super::delivery::take_uids;
 use super::messages::{FOLDER_COLUMNS, Folder};
-use super::{Store, StoreError, lock_mailboxes, notify_changed};
+use super::{Store, StoreError, lock_mailboxes, notify_mailbox_changed};
 
 /// The hierarchy delimiter of folder names.
 pub const FOLDER_DELIMITER: char = '/';
@@ -220,7 +220,7 @@ impl Store {
         lock_mailbox(&mut tx, mailbox_id).await?;
         create_ancestors(&mut tx, mailbox_id, name).await?;
         let folder = insert_folder(&mut tx, mailbox_id, name, special_use).await?;
-        notify_changed(&mut tx, mailbox_id).await?;
+        notify_mailbox_changed(&mut tx, mailbox_id).await?;
         tx.commit().await?;
         Ok(folder)
     }
@@ -261,7 +261,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         change_refs(&mut tx, removed.iter().map(|(blob, _)| *blob), -1).await?;
-        notify_changed(&mut tx, mailbox_id).await?;
+        notify_mailbox_changed(&mut tx, mailbox_id).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -322,7 +322,7 @@ impl Store {
             };
             lock_named(&mut tx, mailbox_id, to).await?
         };
-        notify_changed(&mut tx, mailbox_id).await?;
+        notify_mailbox_changed(&mut tx, mailbox_id).await?;
         tx.commit().await?;
         Ok(renamed)
     }
@@ -355,11 +355,13 @@ async fn move_all(
     from: i64,
     to: i64,
 ) -> Result<(), FolderError> {
-    let ids: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM messages WHERE folder_id = $1 ORDER BY uid FOR UPDATE")
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, uid FROM messages WHERE folder_id = $1 ORDER BY uid FOR UPDATE")
             .bind(from)
             .fetch_all(&mut **tx)
             .await?;
+    let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+    let uids: Vec<i64> = rows.iter().map(|(_, uid)| *uid).collect();
     if ids.is_empty() {
         return Ok(());
     }
@@ -378,10 +380,11 @@ async fn move_all(
     .bind(taken.modseq)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1")
-        .bind(from)
-        .execute(&mut **tx)
-        .await?;
+    // Gone from `from` as far as its sessions and QRESYNC are concerned.
+    let modseq = super::changes::bump_modseq(tx, from).await?;
+    super::changes::record_expunged(tx, from, &uids, modseq).await?;
+    super::changes::notify_folder(tx, from, modseq).await?;
+    super::changes::notify_folder(tx, to, taken.modseq).await?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use mail_blobstore::BlobSource;
 
 use super::blobs::{change_refs, confirm, stage};
+use super::changes::{bump_modseq, record_expunged};
 use super::delivery::{ATTEMPTS, NewMessage, blob_key, charge_quota, insert_message, take_uids};
 use super::{Store, StoreError, junk, lock_folder, notify_changed};
 
@@ -83,7 +84,7 @@ impl Store {
             insert_message(&mut tx, &row).await?;
             junk::record_transfer(&mut tx, None, folder_id, &[taken.first_uid]).await?;
             change_refs(&mut tx, [blob.id], 1).await?;
-            notify_changed(&mut tx, mailbox_id).await?;
+            notify_changed(&mut tx, folder_id, taken.modseq).await?;
             tx.commit().await?;
             return Ok((taken.uid_validity, taken.first_uid));
         }
@@ -177,16 +178,17 @@ impl Store {
         let new_uids: Vec<i64> = pairs.iter().map(|(_, uid)| *uid).collect();
         junk::record_transfer(&mut tx, Some(from_folder), to_folder, &new_uids).await?;
         if remove_source {
-            sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1")
-                .bind(from_folder)
-                .execute(&mut *tx)
-                .await?;
+            // Gone from the source: expunged there, as QRESYNC must learn.
+            let modseq = bump_modseq(&mut tx, from_folder).await?;
+            let moved: Vec<i64> = sources.iter().map(|s| s.uid).collect();
+            record_expunged(&mut tx, from_folder, &moved, modseq).await?;
+            notify_changed(&mut tx, from_folder, modseq).await?;
         } else {
             let total = sources.iter().map(|s| s.size).sum();
             charge_quota(&mut tx, mailbox_id, total).await?;
             change_refs(&mut tx, sources.iter().map(|s| s.blob_id), 1).await?;
         }
-        notify_changed(&mut tx, mailbox_id).await?;
+        notify_changed(&mut tx, to_folder, taken.modseq).await?;
         tx.commit().await?;
         Ok(pairs)
     }

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use mail_blobstore::BlobReader;
 
 use super::blobs::change_refs;
+use super::changes::{bump_modseq, record_expunged};
 use super::{Store, StoreError, lock_folder, notify_changed};
 
 /// An IMAP folder of a mailbox.
@@ -141,12 +142,7 @@ impl Store {
             Err(StoreError::NoSuchFolder { .. }) => return Ok(Vec::new()),
             other => other?,
         };
-        let modseq: i64 = sqlx::query_scalar(
-            "UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1 RETURNING highest_modseq",
-        )
-        .bind(folder_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let modseq = bump_modseq(&mut tx, folder_id).await?;
         let rows: Vec<(i64, Vec<String>)> = sqlx::query_as(&format!(
             "UPDATE messages SET flags = {new_flags}, modseq = $4
               WHERE folder_id = $1 AND uid = ANY($2)
@@ -158,6 +154,12 @@ impl Store {
         .bind(modseq)
         .fetch_all(&mut *tx)
         .await?;
+        if rows.is_empty() {
+            // Nothing matched: no MODSEQ spent, nobody woken.
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        notify_changed(&mut tx, folder_id, modseq).await?;
         tx.commit().await?;
         let mut rows = rows;
         rows.sort_by_key(|(uid, _)| *uid);
@@ -220,12 +222,11 @@ impl Store {
             .bind(size)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1")
-            .bind(folder_id)
-            .execute(&mut *tx)
-            .await?;
+        let modseq = bump_modseq(&mut tx, folder_id).await?;
+        let uids: Vec<i64> = removed.iter().map(|(uid, ..)| *uid).collect();
+        record_expunged(&mut tx, folder_id, &uids, modseq).await?;
         change_refs(&mut tx, removed.iter().map(|(_, blob, _)| *blob), -1).await?;
-        notify_changed(&mut tx, mailbox_id).await?;
+        notify_changed(&mut tx, folder_id, modseq).await?;
         tx.commit().await?;
         let mut uids: Vec<i64> = removed.into_iter().map(|(uid, ..)| uid).collect();
         uids.sort_unstable();

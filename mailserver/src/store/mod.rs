@@ -20,7 +20,9 @@
 //! 4. `blobs` rows last, ascending id, for their refcounts ([`blobs::change_refs`]).
 
 mod blobs;
+mod changes;
 mod delivery;
+mod feed;
 mod folders;
 mod imap_ops;
 mod junk;
@@ -32,7 +34,9 @@ mod usage;
 
 pub use blobs::Collected;
 pub(crate) use blobs::{Staged, change_refs, confirm, stage};
+pub use changes::{CHANNEL as CHANGES_CHANNEL, Changes, EXPUNGED_RETENTION};
 pub use delivery::{Delivered, blob_key, source_key};
+pub use feed::{ChangeFeed, Signal, Watch};
 pub use folders::{FOLDER_DELIMITER, FolderError, check_folder_name};
 pub use junk::{JunkDirection, JunkEvent};
 pub use maildrop_lock::{MaildropLease, MaildropLocks};
@@ -72,15 +76,18 @@ pub struct Store {
     db: PgPool,
     blobs: Arc<dyn BlobStore>,
     maildrop_locks: Arc<MaildropLocks>,
+    feed: Arc<ChangeFeed>,
 }
 
 impl Store {
     pub fn new(db: PgPool, blobs: Arc<dyn BlobStore>) -> Self {
         let maildrop_locks = MaildropLocks::new(db.clone(), maildrop_lock::DEFAULT_TTL);
+        let feed = ChangeFeed::new(db.clone());
         Self {
             db,
             blobs,
             maildrop_locks,
+            feed,
         }
     }
 
@@ -94,6 +101,11 @@ impl Store {
     /// This process's POP3 maildrop locks.
     pub fn maildrop_locks(&self) -> &Arc<MaildropLocks> {
         &self.maildrop_locks
+    }
+
+    /// This process's change feed (IDLE and NOOP updates).
+    pub fn feed(&self) -> &Arc<ChangeFeed> {
+        &self.feed
     }
 
     pub fn db(&self) -> &PgPool {
@@ -151,14 +163,27 @@ pub(crate) async fn lock_folder(
     }
 }
 
-/// Tells every pod's listeners (IMAP IDLE) that a mailbox changed; PostgreSQL delivers the
-/// notification when the transaction commits, and drops it when it rolls back.
+/// Tells every pod's listeners (IMAP IDLE, NOOP) that `folder_id` reached `modseq`;
+/// PostgreSQL delivers the notification when the transaction commits, and drops it when it
+/// rolls back.
 pub(crate) async fn notify_changed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    folder_id: i64,
+    modseq: i64,
+) -> Result<(), sqlx::Error> {
+    changes::notify_folder(tx, folder_id, modseq).await
+}
+
+/// Tells every pod that the folders of a mailbox changed (CREATE, DELETE, RENAME): payload
+/// `"mailbox <id>"` on the change feed's channel. Sessions with a deleted folder selected find
+/// it gone on their next read; the feed wakes nobody for it today.
+pub(crate) async fn notify_mailbox_changed(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     mailbox_id: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify('mailbox_changed', $1)")
-        .bind(mailbox_id.to_string())
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(changes::CHANNEL)
+        .bind(format!("mailbox {mailbox_id}"))
         .execute(&mut **tx)
         .await?;
     Ok(())
