@@ -197,9 +197,9 @@ impl Client {
     }
 }
 
-/// Backends `LISTEN`ing on the change feed.
+/// Backends `LISTEN`ing on the change feed (the queue runner listens on a channel of its own).
 pub async fn listeners(world: &TestServer) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'")
+    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%mail_changes%'")
         .fetch_one(world.pool())
         .await
         .expect("pg_stat_activity")
@@ -209,7 +209,7 @@ pub async fn listeners(world: &TestServer) -> i64 {
 /// `expected` are back.
 pub async fn kill_listeners(world: &TestServer, expected: i64) {
     let killed: Vec<bool> = sqlx::query_scalar(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%mail_changes%'",
     )
     .fetch_all(world.pool())
     .await
