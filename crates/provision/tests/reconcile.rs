@@ -251,10 +251,32 @@ async fn mailbox_create_update_and_delete() {
     .await
     .unwrap();
     assert_eq!(stored, given);
+    // SCRAM keys (the mail server writes them at a password login) stay with the password
+    // and go when it changes.
+    let scram = || async {
+        sqlx::query_scalar::<_, Option<String>>(
+            "SELECT scram_sha256 FROM mailboxes WHERE address = 'alice@example.test'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    sqlx::query("UPDATE mailboxes SET scram_sha256 = 'keys' WHERE address = 'alice@example.test'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        apply_mailbox(&pool, &spec, Some(format!("{given}\n").as_bytes()))
+            .await
+            .unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(scram().await.as_deref(), Some("keys"));
     assert_eq!(
         apply_mailbox(&pool, &spec, Some(b"changed")).await.unwrap(),
         Outcome::Updated
     );
+    assert_eq!(scram().await, None, "keys of the old password dropped");
     let changed: String = sqlx::query_scalar(
         "SELECT password_hash FROM mailboxes WHERE address = 'alice@example.test'",
     )
