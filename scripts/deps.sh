@@ -35,6 +35,8 @@ ensure_test_deps() {
         dovecot-core libnet-ssleay-perl libio-socket-ssl-perl
     # dovecot-core: `doveadm pw` makes the Dovecot hashes the auth tests import;
     # the two Perl modules give swaks its --tls / --tls-on-connect.
+    # POP3 downloads by real clients (tests/pop3_clients.rs).
+    apt_install fetchmail getmail6
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

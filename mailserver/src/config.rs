@@ -138,6 +138,11 @@ pub struct Config {
     /// when its owner logs in with it.
     #[arg(long, env = "MAIL_AUTH_REHASH", default_value_t = true, action = clap::ArgAction::Set)]
     pub auth_rehash: bool,
+
+    /// Seconds a POP3 maildrop lock outlives its server process (a pod that died); live
+    /// sessions renew theirs every third of it.
+    #[arg(long, env = "MAIL_POP3_LOCK_TTL", default_value_t = 60)]
+    pub pop3_lock_ttl: u64,
 }
 
 impl Config {
