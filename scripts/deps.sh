@@ -37,6 +37,8 @@ ensure_test_deps() {
     # the two Perl modules give swaks its --tls / --tls-on-connect.
     # POP3 downloads by real clients (tests/pop3_clients.rs).
     apt_install fetchmail getmail6
+    # IMAP sync by a real client (tests/imap_commands.rs).
+    apt_install isync
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

@@ -124,6 +124,10 @@ pub struct Config {
     #[arg(long, env = "MAIL_MAX_RECIPIENTS", default_value_t = 100)]
     pub max_recipients: usize,
 
+    /// Seconds a POP3 maildrop lock outlives its server process (a pod that died); live
+    /// sessions renew theirs every third of it.
+    #[arg(long, env = "MAIL_POP3_LOCK_TTL", default_value_t = 60)]
+    pub pop3_lock_ttl: u64,
     /// Milliseconds after which a failed login is answered, counted from its start: one delay
     /// for every protocol and every reason (unknown user or wrong password alike).
     #[arg(long, env = "MAIL_LOGIN_FAILURE_DELAY_MS", default_value_t = 500)]
@@ -138,11 +142,6 @@ pub struct Config {
     /// when its owner logs in with it.
     #[arg(long, env = "MAIL_AUTH_REHASH", default_value_t = true, action = clap::ArgAction::Set)]
     pub auth_rehash: bool,
-
-    /// Seconds a POP3 maildrop lock outlives its server process (a pod that died); live
-    /// sessions renew theirs every third of it.
-    #[arg(long, env = "MAIL_POP3_LOCK_TTL", default_value_t = 60)]
-    pub pop3_lock_ttl: u64,
 }
 
 impl Config {

@@ -75,12 +75,12 @@ pub struct Pop3 {
     transport: Transport,
     session: Session,
     lines: Lines,
-    /// An AUTH exchange in progress.
-    sasl: Option<SaslLogin>,
     /// The maildrop lock, held from login to QUIT or disconnect (then released on drop).
     lease: Option<MaildropLease>,
     /// A RETR or TOP whose message is still being read; no line is read meanwhile.
     retrieval: Option<Retrieval>,
+    /// An AUTH exchange in progress.
+    sasl: Option<SaslLogin>,
 }
 
 impl Pop3 {
@@ -91,9 +91,9 @@ impl Pop3 {
             transport,
             session,
             lines: Lines::default(),
-            sasl: None,
             lease: None,
             retrieval: None,
+            sasl: None,
         }
     }
 
@@ -173,8 +173,8 @@ impl Pop3 {
                     return Flow::Close;
                 }
                 Action::Login(credentials) => {
-                    let ip = self.transport.peer.ip();
-                    let (outcome, lease) = login(&self.ctx, ip, &credentials).await;
+                    let (outcome, lease) =
+                        login(&self.ctx, self.transport.peer.ip(), &credentials).await;
                     self.lease = lease;
                     self.session.login_done(outcome)
                 }
@@ -396,16 +396,17 @@ async fn login(
     open(ctx, login).await
 }
 
-/// After a login (USER/PASS or AUTH): the locked maildrop of the account, or why there is none.
+/// After a login: the locked maildrop of the account, or why there is none.
 async fn open(ctx: &Context, login: Login) -> (LoginOutcome, Option<MaildropLease>) {
-    match login {
-        Login::Ok(account) => match open_maildrop(ctx, &account).await {
-            Ok((maildrop, lease)) => (LoginOutcome::Opened(maildrop), Some(lease)),
-            Err(outcome) => (outcome, None),
-        },
-        Login::Failed => (LoginOutcome::Rejected, None),
-        Login::Refused { .. } => (LoginOutcome::Refused, None),
-        Login::Unavailable => (LoginOutcome::Unavailable, None),
+    let account = match login {
+        Login::Ok(account) => account,
+        Login::Failed => return (LoginOutcome::Rejected, None),
+        Login::Refused { .. } => return (LoginOutcome::Refused, None),
+        Login::Unavailable => return (LoginOutcome::Unavailable, None),
+    };
+    match open_maildrop(ctx, &account).await {
+        Ok((maildrop, lease)) => (LoginOutcome::Opened(maildrop), Some(lease)),
+        Err(outcome) => (outcome, None),
     }
 }
 
