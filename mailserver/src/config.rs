@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::auth::guard::GuardSettings;
 use crate::listener::{ListenerSpec, Policy, Protocol, Role, TlsMode};
 use crate::proxy::Networks;
 
@@ -123,6 +124,96 @@ pub struct Config {
     /// Most recipients of one SMTP transaction.
     #[arg(long, env = "MAIL_MAX_RECIPIENTS", default_value_t = 100)]
     pub max_recipients: usize,
+
+    #[command(flatten)]
+    pub guard: GuardArgs,
+}
+
+/// The login guard (see "Protection" in `docs/architecture.md`): counts shared by the fleet
+/// through PostgreSQL.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GuardArgs {
+    /// Failed logins from one client address (IPv6: its /64) within the window that ban it;
+    /// 0 never bans.
+    #[arg(long, env = "MAIL_GUARD_NETWORK_FAILURES", default_value_t = 10)]
+    pub guard_network_failures: u32,
+
+    /// Failed logins for one account within the window after which its logins are slowed
+    /// (never refused); 0 never slows.
+    #[arg(long, env = "MAIL_GUARD_ACCOUNT_FAILURES", default_value_t = 20)]
+    pub guard_account_failures: u32,
+
+    /// Seconds of the sliding window failed logins are counted in.
+    #[arg(long, env = "MAIL_GUARD_WINDOW", default_value_t = 600)]
+    pub guard_window: u64,
+
+    /// Seconds of a first ban.
+    #[arg(long, env = "MAIL_GUARD_BAN_TIME", default_value_t = 900)]
+    pub guard_ban_time: u64,
+
+    /// Each further ban of a network (while its last one is remembered) is this many times
+    /// longer.
+    #[arg(long, env = "MAIL_GUARD_BAN_FACTOR", default_value_t = 4)]
+    pub guard_ban_factor: u32,
+
+    /// Longest ban, in seconds; an ended ban is remembered this long for the next one.
+    #[arg(long, env = "MAIL_GUARD_BAN_MAX", default_value_t = 86_400)]
+    pub guard_ban_max: u64,
+
+    /// Milliseconds a login to an account under attack waits; doubles with every further
+    /// threshold's worth of failures.
+    #[arg(long, env = "MAIL_GUARD_ACCOUNT_DELAY_MS", default_value_t = 1000)]
+    pub guard_account_delay_ms: u64,
+
+    /// Longest such wait, in milliseconds.
+    #[arg(
+        long,
+        env = "MAIL_GUARD_ACCOUNT_DELAY_MAX_MS",
+        default_value_t = 15_000
+    )]
+    pub guard_account_delay_max_ms: u64,
+
+    /// Networks never banned, comma separated (e.g. the load balancer's addresses when it
+    /// cannot send PROXY headers). Their failures still slow the account.
+    #[arg(long, env = "MAIL_GUARD_ALLOW", default_value = "")]
+    pub guard_allow: Networks,
+
+    /// Logins per second one client address may start (after the burst, logins wait their
+    /// turn); 0 unlimited.
+    #[arg(long, env = "MAIL_GUARD_LOGINS_PER_SECOND", default_value_t = 5)]
+    pub guard_logins_per_second: u32,
+
+    /// Logins one client address may start at once before the pace applies.
+    #[arg(long, env = "MAIL_GUARD_LOGIN_BURST", default_value_t = 10)]
+    pub guard_login_burst: u32,
+
+    /// Messages one authenticated sender may submit per hour, fleet-wide; 0 unlimited.
+    #[arg(long, env = "MAIL_GUARD_MESSAGES_PER_HOUR", default_value_t = 1000)]
+    pub guard_messages_per_hour: u32,
+
+    /// Milliseconds between reloads of the bans besides the notifications (a safety net).
+    #[arg(long, env = "MAIL_GUARD_REFRESH_MS", default_value_t = 10_000)]
+    pub guard_refresh_ms: u64,
+}
+
+impl GuardArgs {
+    pub fn settings(&self) -> GuardSettings {
+        GuardSettings {
+            network_failures: self.guard_network_failures,
+            account_failures: self.guard_account_failures,
+            window: Duration::from_secs(self.guard_window),
+            ban_time: Duration::from_secs(self.guard_ban_time),
+            ban_factor: self.guard_ban_factor,
+            ban_max: Duration::from_secs(self.guard_ban_max),
+            account_delay: Duration::from_millis(self.guard_account_delay_ms),
+            account_delay_max: Duration::from_millis(self.guard_account_delay_max_ms),
+            allow: self.guard_allow.clone(),
+            logins_per_second: self.guard_logins_per_second,
+            login_burst: self.guard_login_burst,
+            messages_per_hour: self.guard_messages_per_hour,
+            refresh: Duration::from_millis(self.guard_refresh_ms),
+        }
+    }
 }
 
 impl Config {
@@ -233,6 +324,30 @@ mod tests {
         assert_eq!(config.http_listen.port(), 8080);
         assert!(config.http_listen.ip().is_loopback());
         assert!(config.policy().proxy_trusted.is_empty());
+        // The guard's flags give its documented defaults.
+        let guard = config.guard.settings();
+        let want = GuardSettings::default();
+        assert_eq!(
+            format!("{guard:?}"),
+            format!("{want:?}"),
+            "flag defaults and GuardSettings::default agree"
+        );
+    }
+
+    #[test]
+    fn guard_flags() {
+        let config = Config::try_parse_from([
+            "mailserver",
+            "--guard-allow",
+            "10.0.0.0/8,127.0.0.4",
+            "--guard-ban-time",
+            "2",
+        ])
+        .unwrap();
+        let guard = config.guard.settings();
+        assert!(guard.allow.contains("127.0.0.4".parse().unwrap()));
+        assert!(!guard.allow.contains("127.0.0.2".parse().unwrap()));
+        assert_eq!(guard.ban_time, Duration::from_secs(2));
     }
 
     #[test]

@@ -196,6 +196,7 @@ fn imap_world() -> &'static (tokio::runtime::Runtime, Arc<Context>) {
                     max_message_size: 64 * 1024,
                     ..Settings::default()
                 },
+                guard: crate::auth::guard::Guard::disabled(),
             })
         });
         (runtime, ctx)

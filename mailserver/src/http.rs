@@ -1,14 +1,17 @@
 //! The HTTP port for operations: `/healthz` (liveness), `/readyz` (readiness: PostgreSQL
-//! answers) and `/metrics` (Prometheus).
+//! answers), `/metrics` (Prometheus), and the login guard's bans: `GET /bans` (JSON) and
+//! `DELETE /bans/<address|network|account>`. The port is for the cluster's operators only;
+//! it must not be exposed beside the mail ports.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
+use mail_provision::bans::Target;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -30,6 +33,8 @@ pub fn router(ctx: Arc<Context>, draining: watch::Receiver<bool>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/bans", get(bans))
+        .route("/bans/{*target}", delete(lift))
         .with_state(Ops { ctx, draining })
 }
 
@@ -92,6 +97,50 @@ async fn metrics_text() -> Response {
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::encode(),
+    )
+        .into_response()
+}
+
+/// Accounts listed beside the bans, most failures first.
+const LISTED_ACCOUNTS: i64 = 100;
+
+/// `{"bans": [...], "accounts": [...]}`: the bans in force, and the accounts with failed
+/// logins in the counting window.
+async fn bans(State(ops): State<Ops>) -> Response {
+    let listed = async {
+        let bans = ops.ctx.guard.bans(false).await?;
+        let accounts = ops.ctx.guard.accounts(LISTED_ACCOUNTS).await?;
+        Ok::<_, sqlx::Error>(serde_json::json!({ "bans": bans, "accounts": accounts }))
+    };
+    match listed.await {
+        Ok(body) => json(StatusCode::OK, &body),
+        Err(err) => database_error(&err),
+    }
+}
+
+/// Lifts the bans of an address or network, or forgets an account's failures, fleet-wide.
+async fn lift(State(ops): State<Ops>, Path(target): Path<String>) -> Response {
+    let target = match Target::parse(&target) {
+        Ok(target) => target,
+        Err(err) => return (StatusCode::BAD_REQUEST, one_line(&err)).into_response(),
+    };
+    match ops.ctx.guard.lift(&target).await {
+        Ok(lifted) => json(StatusCode::OK, &serde_json::json!({ "lifted": lifted })),
+        Err(err) => database_error(&err),
+    }
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut text = body.to_string();
+    text.push('\n');
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
+fn database_error(err: &sqlx::Error) -> Response {
+    tracing::warn!(%err, "bans: database error");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        one_line(&format!("database: {err}")),
     )
         .into_response()
 }

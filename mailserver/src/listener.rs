@@ -13,6 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::Context;
+use crate::auth::guard::Admission;
 use crate::driver::{self, Connection, Shutdown, Stream, Timeouts};
 pub use crate::driver::{Role, Transport};
 use crate::imap::connection::Imap;
@@ -53,6 +54,18 @@ impl Protocol {
             Protocol::Smtp => b"421 4.7.0 Too many connections from your address\r\n",
             Protocol::Imap => b"* BYE Too many connections from your address\r\n",
             Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections from your address\r\n",
+        }
+    }
+
+    /// What a client whose network is banned (too many failed logins) is told before the
+    /// connection closes.
+    fn banned(self) -> &'static [u8] {
+        match self {
+            Protocol::Smtp => b"421 4.7.0 Too many failed logins from your address; try later\r\n",
+            Protocol::Imap => b"* BYE Too many failed logins from your address; try later\r\n",
+            Protocol::Pop3 => {
+                b"-ERR [SYS/TEMP] Too many failed logins from your address; try later\r\n"
+            }
         }
     }
 }
@@ -259,6 +272,16 @@ async fn connection(
         }
         return Ok(());
     };
+    if let Admission::Banned { remaining } = shared.ctx.guard.admit(peer.ip()).await {
+        info!(listener = label, %peer, seconds = remaining.as_secs(), "client network banned; refusing");
+        crate::metrics::connection_banned(protocol.name());
+        // Over implicit TLS a clear-text line would be garbage to the client: just close.
+        if spec.tls != TlsMode::Implicit {
+            let _ = tokio::time::timeout(Duration::from_secs(5), tcp.write_all(protocol.banned()))
+                .await;
+        }
+        return Ok(());
+    }
     debug!(listener = label, %peer, "connection opened");
     let mut stream = Stream::plain(tcp);
     if spec.tls == TlsMode::Implicit {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use mailserver::RunningServer;
 use mailserver::auth::Authenticator;
+use mailserver::auth::guard::Guard;
 use mailserver::bootstrap::Backends;
 use mailserver::config::Config;
 use mailserver::context::{Context, Settings};
@@ -59,6 +60,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             max_message_size: config.max_message_size,
             max_recipients: config.max_recipients,
         },
+        guard: Guard::start(backends.pool.clone(), config.guard.settings()).await,
     });
     let _collector = ctx.store.spawn_collector();
     let tls = certificates.as_ref().map(|(certs, _)| Acceptors {

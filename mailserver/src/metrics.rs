@@ -53,6 +53,10 @@ struct Metrics {
     logins: Family<ResultLabel, Counter>,
     refused: Family<ProtocolLabel, Counter>,
     tls_handshakes: Counter,
+    banned: Family<ProtocolLabel, Counter>,
+    bans: Counter,
+    logins_slowed: Counter,
+    senders_limited: Counter,
 }
 
 impl Metrics {
@@ -101,10 +105,35 @@ impl Metrics {
             "TLS handshakes completed (implicit TLS and STARTTLS)",
             tls_handshakes.clone(),
         );
+        let banned = Family::<ProtocolLabel, Counter>::default();
+        let bans = Counter::default();
+        let logins_slowed = Counter::default();
+        let senders_limited = Counter::default();
+        registry.register(
+            "connections_banned",
+            "Connections refused before the greeting because the client's network is banned, by protocol",
+            banned.clone(),
+        );
+        registry.register(
+            "login_bans",
+            "Bans this process wrote (a network reached the failed-login threshold)",
+            bans.clone(),
+        );
+        registry.register(
+            "logins_slowed",
+            "Logins delayed because their account is under attack",
+            logins_slowed.clone(),
+        );
+        registry.register(
+            "senders_limited",
+            "Messages refused because their authenticated sender reached its hourly limit",
+            senders_limited.clone(),
+        );
         // Creating a series is all that is wanted here; the returned read guards are dropped.
         for protocol in PROTOCOLS {
             let _ = connections.get_or_create(&ProtocolLabel { protocol });
             let _ = open.get_or_create(&ProtocolLabel { protocol });
+            let _ = banned.get_or_create(&ProtocolLabel { protocol });
         }
         for result in ["ok", "error"] {
             let _ = deliveries.get_or_create(&ResultLabel { result });
@@ -123,6 +152,10 @@ impl Metrics {
             logins,
             refused,
             tls_handshakes,
+            banned,
+            bans,
+            logins_slowed,
+            senders_limited,
         }
     }
 }
@@ -164,6 +197,29 @@ pub fn connection_refused(protocol: &'static str) {
         .refused
         .get_or_create(&ProtocolLabel { protocol })
         .inc();
+}
+
+/// Counts a connection refused because its client's network is banned.
+pub fn connection_banned(protocol: &'static str) {
+    metrics()
+        .banned
+        .get_or_create(&ProtocolLabel { protocol })
+        .inc();
+}
+
+/// Counts a ban written by the login guard.
+pub fn ban_made() {
+    metrics().bans.inc();
+}
+
+/// Counts a login delayed because its account is under attack.
+pub fn login_slowed() {
+    metrics().logins_slowed.inc();
+}
+
+/// Counts a message refused by the per-sender hourly limit.
+pub fn sender_limited() {
+    metrics().senders_limited.inc();
 }
 
 /// Counts a completed TLS handshake.

@@ -3,6 +3,7 @@
 //! embedded default and development).
 #![forbid(unsafe_code)]
 
+mod bans;
 mod conditions;
 mod context;
 mod controller;
@@ -48,6 +49,8 @@ enum Command {
     Crdgen(crdgen::Args),
     /// Apply manifests from a directory to PostgreSQL and a blob store, once or every N seconds.
     Local(local::Args),
+    /// List and lift the mail servers' login bans (failed-login protection).
+    Bans(bans::Args),
 }
 
 #[tokio::main]
@@ -58,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => controller::run(*args).await,
         Command::Crdgen(args) => crdgen::run(&args),
         Command::Local(args) => local::run(args).await,
+        Command::Bans(args) => bans::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

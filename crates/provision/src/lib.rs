@@ -4,6 +4,7 @@
 //! whole desired state.
 #![forbid(unsafe_code)]
 
+pub mod bans;
 pub mod clientconfig;
 mod desired;
 mod dkim;

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::reply::{self, CommandError};
 use super::session::{Outcome, Session, State};
+use crate::auth::guard::Admission;
 
 /// Every failed login waits this long before the answer, which slows password guessing.
 /// (Blocking repeat offenders is the job of the limits module.)
@@ -54,7 +55,21 @@ impl Session {
     }
 
     async fn verify(&mut self, tag: Tag<'static>, user: &str, password: &str) -> Outcome {
-        match self.ctx.auth.verify(user, password).await? {
+        // The login guard, until the one login service calls it for every protocol.
+        let ip = self.peer.ip();
+        if self.ctx.guard.admit(ip).await != Admission::Allowed {
+            return Err(CommandError::no(
+                Some("UNAVAILABLE"),
+                "Too many failed logins from your address; try later",
+            ));
+        }
+        tokio::time::sleep(self.ctx.guard.delay(ip, user).await).await;
+        let verified = self.ctx.auth.verify(user, password).await?;
+        match &verified {
+            Some(_) => self.ctx.guard.succeeded(ip, user).await,
+            None => self.ctx.guard.failed(ip, user).await,
+        }
+        match verified {
             Some(account) => {
                 info!(peer = %self.peer, user = %account.address, "imap: logged in");
                 self.account = Some(account);

@@ -345,6 +345,7 @@ pub(super) mod tests {
                 hostname: "mx.example.test".into(),
                 ..Settings::default()
             },
+            guard: crate::auth::guard::Guard::disabled(),
         })
     }
 

@@ -1,7 +1,7 @@
 //! The adapter between the connection driver and the [`Session`]: frames lines, answers STLS
 //! and refuses clear-text logins before TLS, runs the store work the session asks for.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::reply;
 use super::session::{Action, Credentials, LoginOutcome, Maildrop, Session};
 use crate::Context;
+use crate::auth::guard::Admission;
 use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts, Transport};
 
 /// Longest line read, line end included. RFC 2449 limits commands to 255 octets but RFC 5034
@@ -150,7 +151,7 @@ impl Pop3 {
                     return Flow::Close;
                 }
                 Action::Login(credentials) => {
-                    let outcome = login(&self.ctx, &credentials).await;
+                    let outcome = login(&self.ctx, self.transport.peer.ip(), &credentials).await;
                     self.session.login_done(outcome)
                 }
                 Action::Retrieve {
@@ -253,12 +254,21 @@ where
 }
 
 /// Verifies the credentials and snapshots the INBOX.
-async fn login(ctx: &Context, credentials: &Credentials) -> LoginOutcome {
-    let account = match ctx
-        .auth
-        .verify(&credentials.user, &credentials.password)
-        .await
-    {
+async fn login(ctx: &Context, ip: IpAddr, credentials: &Credentials) -> LoginOutcome {
+    // The login guard, until the one login service calls it for every protocol.
+    let user = credentials.user.as_str();
+    if ctx.guard.admit(ip).await != Admission::Allowed {
+        info!(user, %ip, "pop3 login refused: client network banned");
+        return LoginOutcome::Rejected;
+    }
+    tokio::time::sleep(ctx.guard.delay(ip, user).await).await;
+    let verified = ctx.auth.verify(user, &credentials.password).await;
+    match &verified {
+        Ok(Some(_)) => ctx.guard.succeeded(ip, user).await,
+        Ok(None) => ctx.guard.failed(ip, user).await,
+        Err(_) => {}
+    }
+    let account = match verified {
         Ok(Some(account)) => account,
         Ok(None) => {
             info!(user = ?credentials.user, "pop3 login failed");
@@ -365,6 +375,7 @@ mod tests {
                 hostname: "mx.test".into(),
                 ..Default::default()
             },
+            guard: crate::auth::guard::Guard::disabled(),
         })
     }
 

@@ -22,6 +22,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mail_blobstore::FsBlobStore;
 use mailserver::auth::Authenticator;
+use mailserver::auth::guard::{Guard, GuardSettings};
 use mailserver::context::Settings;
 use mailserver::server::ServerConfig;
 use mailserver::store::{MessageMeta, Store};
@@ -33,6 +34,16 @@ pub const DEFAULT_QUOTA: i64 = 10_000_000;
 
 /// A context on `pool` with bodies in `blobs` (a directory), calling itself `hostname`.
 pub fn context(pool: PgPool, blobs: &Path, hostname: &str) -> Arc<Context> {
+    context_with_guard(pool, blobs, hostname, Guard::disabled())
+}
+
+/// [`context`] with a login guard.
+pub fn context_with_guard(
+    pool: PgPool,
+    blobs: &Path,
+    hostname: &str,
+    guard: Guard,
+) -> Arc<Context> {
     Arc::new(Context {
         store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs))),
         auth: Authenticator::new(pool),
@@ -40,6 +51,7 @@ pub fn context(pool: PgPool, blobs: &Path, hostname: &str) -> Arc<Context> {
             hostname: hostname.to_string(),
             ..Settings::default()
         },
+        guard,
     })
 }
 
@@ -69,9 +81,16 @@ pub struct Builder {
     mailboxes: Vec<Mailbox>,
     folders: Vec<Folder>,
     server: Option<ServerConfig>,
+    guard: Option<GuardSettings>,
 }
 
 impl Builder {
+    /// A login guard with these settings on the test database (default: none, disabled).
+    pub fn guard(mut self, settings: GuardSettings) -> Self {
+        self.guard = Some(settings);
+        self
+    }
+
     /// Listeners and connection rules other than clear-text SMTP, IMAP and POP3 (addresses
     /// with port 0 get a free port).
     pub fn server(mut self, config: ServerConfig) -> Self {
@@ -149,7 +168,11 @@ impl Builder {
         let pool = PgPool::connect(&url).await.expect("connect");
         mail_provision::migrate(&pool).await.expect("migrate");
         let blobs = tempfile::tempdir().expect("temp dir");
-        let ctx = context(pool.clone(), blobs.path(), &self.hostname);
+        let guard = match self.guard.take() {
+            Some(settings) => Guard::start(pool.clone(), settings).await,
+            None => Guard::disabled(),
+        };
+        let ctx = context_with_guard(pool.clone(), blobs.path(), &self.hostname, guard);
         for domain in &self.domains {
             let bucket = domain.name.replace('.', "-");
             sqlx::query("INSERT INTO domains (name, bucket) VALUES ($1, $2)")
@@ -251,6 +274,7 @@ impl TestServer {
             mailboxes: Vec::new(),
             folders: Vec::new(),
             server: None,
+            guard: None,
         }
     }
 
@@ -279,6 +303,17 @@ impl TestServer {
 
     pub fn pool(&self) -> &PgPool {
         self.ctx.store.db()
+    }
+
+    /// The URL of the test database, for a second server process or a tool on it.
+    pub fn database_url(&self) -> String {
+        let opts = self.pool().connect_options();
+        format!(
+            "postgres://postgres@{}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().expect("database name")
+        )
     }
 
     /// Stores `raw` for `address` directly (no SMTP).
