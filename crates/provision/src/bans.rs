@@ -30,7 +30,7 @@ pub fn network_of(ip: IpAddr) -> String {
 }
 
 /// One ban, as listed.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Ban {
     /// The banned network (`cidr` text).
     pub network: String,
@@ -52,9 +52,9 @@ pub struct AccountFailures {
 
 /// Bans in force (and, with `ended`, the ended ones still remembered), longest first.
 pub async fn list(pool: &PgPool, ended: bool) -> Result<Vec<Ban>, sqlx::Error> {
-    let rows: Vec<(String, DateTime<Utc>, f64, i32, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT network::text, until,
-                GREATEST(EXTRACT(EPOCH FROM until - now()), 0)::float8,
+    sqlx::query_as(
+        "SELECT network::text AS network, until,
+                GREATEST(EXTRACT(EPOCH FROM until - now()), 0)::float8 AS remaining_seconds,
                 repeats, reason, banned_at
            FROM login_bans
           WHERE until > now() OR $1
@@ -62,20 +62,7 @@ pub async fn list(pool: &PgPool, ended: bool) -> Result<Vec<Ban>, sqlx::Error> {
     )
     .bind(ended)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(network, until, remaining_seconds, repeats, reason, banned_at)| Ban {
-                network,
-                until,
-                remaining_seconds,
-                repeats,
-                reason,
-                banned_at,
-            },
-        )
-        .collect())
+    .await
 }
 
 /// Accounts with failed logins within the last `window`, most first.

@@ -85,7 +85,9 @@ mod tests {
         assert_eq!(waits, [0, 0, 0, 200, 400, 600].map(ms));
         // Another network is not affected.
         assert_eq!(pace.reserve("b", t0), Duration::ZERO);
-        // A second later the schedule (t0 + 1.2 s) is within the tolerance again.
+        // A second later the schedule (t0 + 1.2 s) is 200 ms ahead, within the tolerance
+        // (two intervals) again: two more go at once, the next waits.
+        assert_eq!(pace.reserve("a", t0 + ms(1000)), Duration::ZERO);
         assert_eq!(pace.reserve("a", t0 + ms(1000)), Duration::ZERO);
         assert_eq!(pace.reserve("a", t0 + ms(1000)), ms(200));
     }

@@ -88,7 +88,7 @@ async fn reload_loop(weak: Weak<Inner>, changed: Arc<Notify>) {
             _ = changed.notified() => false,
             _ = ticks.tick() => {
                 reloads = reloads.wrapping_add(1);
-                reloads % CLEAN_EVERY == 0
+                reloads.is_multiple_of(CLEAN_EVERY)
             }
         };
         let Some(inner) = weak.upgrade() else {
