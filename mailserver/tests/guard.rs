@@ -453,6 +453,50 @@ async fn http_lifts_and_ipv6_counts_per_64() {
     world.stop().await;
 }
 
+/// Failures older than the window do not count; a ban clears the network's failures.
+#[tokio::test]
+async fn the_window_slides() {
+    let world = TestServer::builder()
+        .domain("example.test")
+        .guard(GuardSettings {
+            network_failures: 3,
+            window: Duration::from_secs(60),
+            ..settings()
+        })
+        .start()
+        .await;
+    let guard = &world.ctx().guard;
+    let client: IpAddr = "192.0.2.9".parse().unwrap();
+    // Five failures from just before the window.
+    sqlx::query(
+        "INSERT INTO login_failures (kind, subject, at)
+         SELECT 'network', '192.0.2.9/32', now() - interval '61 seconds' FROM generate_series(1, 5)",
+    )
+    .execute(world.pool())
+    .await
+    .unwrap();
+    guard.failed(client, "a@example.test").await;
+    guard.failed(client, "b@example.test").await;
+    assert_eq!(
+        guard.admit(client).await,
+        Admission::Allowed,
+        "2 in the window"
+    );
+    guard.failed(client, "c@example.test").await;
+    assert!(matches!(
+        guard.admit(client).await,
+        Admission::Banned { .. }
+    ));
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM login_failures WHERE kind = 'network' AND subject = '192.0.2.9/32'",
+    )
+    .fetch_one(world.pool())
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "the ban starts the count over");
+    world.stop().await;
+}
+
 /// The pace of logins per network and the hourly allowance of a sender, on the real tables.
 #[tokio::test]
 async fn login_pace_and_sender_allowance() {
