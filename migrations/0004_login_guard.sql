@@ -23,16 +23,22 @@ CREATE TABLE login_bans (
 );
 CREATE INDEX login_bans_until ON login_bans (until);
 
--- Every change (a ban, a lift, from a pod or from `mail-operator bans lift`) tells the pods
--- to reload their in-process view of the bans.
+-- Every change (a ban, a lift, from a pod or from `mail-operator bans lift`) reaches the pods'
+-- in-process views: a ban as `<network> <seconds left>` (entered without a query), a deletion
+-- as an empty payload (reload; identical payloads of one transaction arrive once).
 CREATE FUNCTION login_bans_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('login_bans', '');
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('login_bans', '');
+    ELSE
+        PERFORM pg_notify('login_bans', NEW.network::text || ' '
+            || GREATEST(EXTRACT(EPOCH FROM NEW.until - now()), 0)::text);
+    END IF;
     RETURN NULL;
 END
 $$;
 CREATE TRIGGER login_bans_notify AFTER INSERT OR UPDATE OR DELETE ON login_bans
-    FOR EACH STATEMENT EXECUTE FUNCTION login_bans_notify();
+    FOR EACH ROW EXECUTE FUNCTION login_bans_notify();
 
 -- Messages accepted per authenticated sender, per minute (the hourly limit sums 60 of them).
 CREATE TABLE sender_counts (

@@ -427,6 +427,18 @@ async fn http_lifts_and_ipv6_counts_per_64() {
         "{tries:?}"
     );
     assert!(refused(&greetings(a, source).await));
+    // Counted per protocol (the registry is per process: other tests may add to it).
+    let (_, metrics) = http(a.http, "GET", "/metrics").await;
+    for proto in ["smtp", "imap", "pop3"] {
+        let series = format!("mailserver_connections_banned_total{{protocol=\"{proto}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+            .parse()
+            .unwrap();
+        assert!(count >= 1, "{series}{count}");
+    }
     let (status, body) = http(a.http, "DELETE", "/bans/127.0.0.5").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""bans":1"#), "{body}");

@@ -142,8 +142,10 @@ impl Guard {
         let settings = &inner.settings;
         let network = (!settings.allow.contains(ip)).then(|| network_of(ip));
         let account = account_key(account);
+        // A login without a name (a malformed SASL response) counts for the network only.
+        let named = (!account.is_empty()).then_some(account.as_str());
         let counts =
-            shared::record_failure(&inner.db, network.as_deref(), &account, settings.window).await;
+            shared::record_failure(&inner.db, network.as_deref(), named, settings.window).await;
         let (by_network, _) = match counts {
             Ok(counts) => counts,
             Err(err) => {

@@ -8,11 +8,11 @@ use sqlx::PgPool;
 use super::policy::GuardSettings;
 
 /// Records one failed login and returns the failures in the window, this one included: of the
-/// client network (when it is counted) and of the account.
+/// client network and of the account (each when it is counted).
 pub async fn record_failure(
     db: &PgPool,
     network: Option<&str>,
-    account: &str,
+    account: Option<&str>,
     window: Duration,
 ) -> Result<(u64, u64), sqlx::Error> {
     // The counts read the table as it was before this statement's insert: add this one.
@@ -39,7 +39,11 @@ pub async fn record_failure(
         Some(_) => by_network as u64 + 1,
         None => 0,
     };
-    Ok((network_count, by_account as u64 + 1))
+    let account_count = match account {
+        Some(_) => by_account as u64 + 1,
+        None => 0,
+    };
+    Ok((network_count, account_count))
 }
 
 /// Failed logins for `account` in the window.

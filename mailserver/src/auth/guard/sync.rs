@@ -61,7 +61,17 @@ async fn receive(
             continue;
         };
         match l.try_recv().await {
-            Ok(Some(_)) => debug!("login guard: bans changed"),
+            Ok(Some(notification)) => {
+                // A new or changed ban: entered as it is, no reload (a flood of bans from a
+                // botnet must not make every pod reload every ban for each one).
+                if let Some((network, left)) = parse_ban(notification.payload())
+                    && let Some(inner) = weak.upgrade()
+                {
+                    inner.view.insert(network, Instant::now() + left);
+                    continue;
+                }
+                debug!("login guard: bans lifted; reloading");
+            }
             // Reconnected (and listening again): notifications in between were lost.
             Ok(None) => debug!("login guard: LISTEN connection lost; reloading"),
             Err(err) => {
@@ -71,6 +81,19 @@ async fn receive(
         }
         changed.notify_one();
     }
+}
+
+/// A ban's notification: `<network> <seconds left>`; `None` for anything else (a lift).
+fn parse_ban(payload: &str) -> Option<(String, Duration)> {
+    let (network, seconds) = payload.split_once(' ')?;
+    let seconds: f64 = seconds.parse().ok()?;
+    if network.is_empty() || !seconds.is_finite() || seconds < 0.0 {
+        return None;
+    }
+    Some((
+        network.to_string(),
+        Duration::from_secs_f64(seconds.min(1e9)),
+    ))
 }
 
 /// Reloads on every wake-up and on a timer; cleans up now and then.
@@ -112,5 +135,25 @@ pub(super) async fn reload(inner: &Inner) {
     match super::shared::active_bans(&inner.db).await {
         Ok(bans) => inner.view.replace(bans, Instant::now()),
         Err(err) => warn!(%err, "login guard: cannot load bans; keeping the last view"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ban_payloads() {
+        assert_eq!(
+            parse_ban("192.0.2.7/32 899.5"),
+            Some(("192.0.2.7/32".into(), Duration::from_millis(899_500)))
+        );
+        assert_eq!(
+            parse_ban("2001:db8::/64 0"),
+            Some(("2001:db8::/64".into(), Duration::ZERO))
+        );
+        for other in ["", "192.0.2.7/32", "192.0.2.7/32 x", " 5", "a -1", "a NaN"] {
+            assert_eq!(parse_ban(other), None, "{other:?}");
+        }
     }
 }
