@@ -53,7 +53,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let certificates = certificates(&config, &listeners, &tls_dir)?;
     let backends = Backends::open(&config).await?;
     let ctx = Arc::new(Context {
-        store: Store::new(backends.pool.clone(), backends.blobs.clone()),
+        store: Store::new(backends.pool.clone(), backends.blobs.clone())
+            .with_maildrop_lock_ttl(Duration::from_secs(config.pop3_lock_ttl)),
         auth: Authenticator::new(backends.pool.clone()),
         settings: Settings {
             hostname: config.hostname.clone(),
@@ -63,6 +64,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         guard: Guard::start(backends.pool.clone(), config.guard.settings()).await,
     });
     let _collector = ctx.store.spawn_collector();
+    let maildrop_locks = ctx.store.maildrop_locks().clone();
     let tls = certificates.as_ref().map(|(certs, _)| Acceptors {
         tls13: certs.acceptor(Versions::Tls13Only),
         tls12: certs.acceptor(Versions::Tls12And13),
@@ -101,6 +103,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    // Every connection is closed: leases a dropped session had no time to release go now.
+    if let Err(error) = maildrop_locks.release_all().await {
+        tracing::warn!(%error, "POP3 maildrop locks not released; they expire");
+    }
     backends.close().await;
     drop(scratch);
     Ok(())

@@ -53,6 +53,10 @@ async fn receive(
     changed: Arc<Notify>,
 ) {
     while weak.strong_count() > 0 {
+        // Shut down (the process is closing its pool): nothing left to listen for.
+        if db.is_closed() {
+            return;
+        }
         let Some(l) = listener.as_mut() else {
             tokio::time::sleep(Duration::from_secs(5)).await;
             listener = listen(&db).await;
@@ -74,6 +78,7 @@ async fn receive(
             }
             // Reconnected (and listening again): notifications in between were lost.
             Ok(None) => debug!("login guard: LISTEN connection lost; reloading"),
+            Err(sqlx::Error::PoolClosed) => return,
             Err(err) => {
                 warn!(%err, "login guard: LISTEN failed; reconnecting");
                 listener = None;
