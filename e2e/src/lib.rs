@@ -97,7 +97,6 @@ pub async fn start_with(blobs: Arc<dyn BlobStore>, config: ServerConfig) -> Stac
         store: Store::new(pool.clone(), blobs),
         auth: Authenticator::new(pool.clone()),
         settings: Settings::default(),
-        guard: mailserver::auth::guard::Guard::disabled(),
     });
     let server = RunningServer::start_with(ctx, config)
         .await

@@ -1,8 +1,6 @@
-//! What every connection handler is given: the store, the authenticator, the login guard and
-//! the settings.
+//! What every connection handler is given: the store, the authenticator and the settings.
 
 use crate::auth::Authenticator;
-use crate::auth::guard::Guard;
 use crate::store::Store;
 
 /// Settings of the protocol handlers.
@@ -31,6 +29,4 @@ pub struct Context {
     pub store: Store,
     pub auth: Authenticator,
     pub settings: Settings,
-    /// Bans, failed-login counts and rate limits, shared by the fleet.
-    pub guard: Guard,
 }

@@ -108,8 +108,8 @@ const LISTED_ACCOUNTS: i64 = 100;
 /// logins in the counting window.
 async fn bans(State(ops): State<Ops>) -> Response {
     let listed = async {
-        let bans = ops.ctx.guard.bans(false).await?;
-        let accounts = ops.ctx.guard.accounts(LISTED_ACCOUNTS).await?;
+        let bans = ops.ctx.auth.guard().bans(false).await?;
+        let accounts = ops.ctx.auth.guard().accounts(LISTED_ACCOUNTS).await?;
         Ok::<_, sqlx::Error>(serde_json::json!({ "bans": bans, "accounts": accounts }))
     };
     match listed.await {
@@ -124,7 +124,7 @@ async fn lift(State(ops): State<Ops>, Path(target): Path<String>) -> Response {
         Ok(target) => target,
         Err(err) => return (StatusCode::BAD_REQUEST, one_line(&err)).into_response(),
     };
-    match ops.ctx.guard.lift(&target).await {
+    match ops.ctx.auth.guard().lift(&target).await {
         Ok(lifted) => json(StatusCode::OK, &serde_json::json!({ "lifted": lifted })),
         Err(err) => database_error(&err),
     }

@@ -272,7 +272,7 @@ async fn connection(
         }
         return Ok(());
     };
-    if let Admission::Banned { remaining } = shared.ctx.guard.admit(peer.ip()).await {
+    if let Admission::Banned { remaining } = shared.ctx.auth.guard().admit(peer.ip()).await {
         info!(listener = label, %peer, seconds = remaining.as_secs(), "client network banned; refusing");
         crate::metrics::connection_banned(protocol.name());
         // Over implicit TLS a clear-text line would be garbage to the client: just close.

@@ -14,6 +14,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use mailserver::auth::AuthSettings;
 use mailserver::auth::guard::{Admission, GuardSettings};
 use mailserver::proxy::Networks;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
@@ -43,6 +44,13 @@ fn settings() -> GuardSettings {
     }
 }
 
+fn no_failure_delay() -> AuthSettings {
+    AuthSettings {
+        failure_delay: Duration::ZERO,
+        ..AuthSettings::default()
+    }
+}
+
 fn flags() -> Vec<String> {
     [
         "--guard-network-failures=20",
@@ -55,6 +63,8 @@ fn flags() -> Vec<String> {
         "--guard-allow=127.0.0.4",
         "--guard-logins-per-second=0",
         "--guard-refresh-ms=30000",
+        // The login service's fixed answer delay for failures, off to keep the test short.
+        "--login-failure-delay-ms=0",
     ]
     .map(String::from)
     .to_vec()
@@ -275,6 +285,7 @@ async fn world() -> TestServer {
         .domain("example.test")
         .mailbox("alice@example.test", Some("secret"))
         .mailbox("bob@example.test", Some("secret"))
+        .auth(no_failure_delay())
         .guard(settings())
         .start()
         .await
@@ -415,6 +426,7 @@ async fn http_lifts_and_ipv6_counts_per_64() {
     let world = TestServer::builder()
         .domain("example.test")
         .mailbox("alice@example.test", Some("secret"))
+        .auth(no_failure_delay())
         .guard(GuardSettings {
             network_failures: 3,
             ban_time: Duration::from_secs(600),
@@ -451,7 +463,7 @@ async fn http_lifts_and_ipv6_counts_per_64() {
     assert_eq!(status, 400);
 
     // IPv6: the guard itself, as the login path calls it.
-    let guard = &world.ctx().guard;
+    let guard = world.ctx().auth.guard();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     for _ in 0..3 {
         guard
@@ -474,6 +486,7 @@ async fn http_lifts_and_ipv6_counts_per_64() {
 async fn the_window_slides() {
     let world = TestServer::builder()
         .domain("example.test")
+        .auth(no_failure_delay())
         .guard(GuardSettings {
             network_failures: 3,
             window: Duration::from_secs(60),
@@ -481,7 +494,7 @@ async fn the_window_slides() {
         })
         .start()
         .await;
-    let guard = &world.ctx().guard;
+    let guard = world.ctx().auth.guard();
     let client: IpAddr = "192.0.2.9".parse().unwrap();
     // Five failures from just before the window.
     sqlx::query(
@@ -518,6 +531,7 @@ async fn the_window_slides() {
 async fn login_pace_and_sender_allowance() {
     let world = TestServer::builder()
         .domain("example.test")
+        .auth(no_failure_delay())
         .guard(GuardSettings {
             logins_per_second: 2,
             login_burst: 2,
@@ -526,7 +540,7 @@ async fn login_pace_and_sender_allowance() {
         })
         .start()
         .await;
-    let guard = &world.ctx().guard;
+    let guard = world.ctx().auth.guard();
     let client: IpAddr = "192.0.2.1".parse().unwrap();
     let mut waits = Vec::new();
     for _ in 0..4 {

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mail_blobstore::FsBlobStore;
-use mailserver::auth::Authenticator;
 use mailserver::auth::guard::{Guard, GuardSettings};
+use mailserver::auth::{AuthSettings, Authenticator};
 use mailserver::context::Settings;
 use mailserver::server::ServerConfig;
 use mailserver::store::{MessageMeta, Store};
@@ -34,24 +34,34 @@ pub const DEFAULT_QUOTA: i64 = 10_000_000;
 
 /// A context on `pool` with bodies in `blobs` (a directory), calling itself `hostname`.
 pub fn context(pool: PgPool, blobs: &Path, hostname: &str) -> Arc<Context> {
-    context_with_guard(pool, blobs, hostname, Guard::disabled())
+    context_with(pool, blobs, hostname, AuthSettings::default())
 }
 
-/// [`context`] with a login guard.
+/// [`context`] with the login policy's settings `auth`.
+pub fn context_with(
+    pool: PgPool,
+    blobs: &Path,
+    hostname: &str,
+    auth: AuthSettings,
+) -> Arc<Context> {
+    context_with_guard(pool, blobs, hostname, auth, Guard::disabled())
+}
+
+/// [`context_with`] and a login guard.
 pub fn context_with_guard(
     pool: PgPool,
     blobs: &Path,
     hostname: &str,
+    auth: AuthSettings,
     guard: Guard,
 ) -> Arc<Context> {
     Arc::new(Context {
         store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs))),
-        auth: Authenticator::new(pool),
+        auth: Authenticator::with_settings(pool, auth).with_guard(guard),
         settings: Settings {
             hostname: hostname.to_string(),
             ..Settings::default()
         },
-        guard,
     })
 }
 
@@ -81,6 +91,7 @@ pub struct Builder {
     mailboxes: Vec<Mailbox>,
     folders: Vec<Folder>,
     server: Option<ServerConfig>,
+    auth: AuthSettings,
     guard: Option<GuardSettings>,
 }
 
@@ -88,6 +99,12 @@ impl Builder {
     /// A login guard with these settings on the test database (default: none, disabled).
     pub fn guard(mut self, settings: GuardSettings) -> Self {
         self.guard = Some(settings);
+        self
+    }
+
+    /// The login policy's settings (default: [`AuthSettings::default`]).
+    pub fn auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -172,7 +189,7 @@ impl Builder {
             Some(settings) => Guard::start(pool.clone(), settings).await,
             None => Guard::disabled(),
         };
-        let ctx = context_with_guard(pool.clone(), blobs.path(), &self.hostname, guard);
+        let ctx = context_with_guard(pool.clone(), blobs.path(), &self.hostname, self.auth, guard);
         for domain in &self.domains {
             let bucket = domain.name.replace('.', "-");
             sqlx::query("INSERT INTO domains (name, bucket) VALUES ($1, $2)")
@@ -274,6 +291,7 @@ impl TestServer {
             mailboxes: Vec::new(),
             folders: Vec::new(),
             server: None,
+            auth: AuthSettings::default(),
             guard: None,
         }
     }
