@@ -1,7 +1,7 @@
 //! MailDomain → a `domains` row and a bucket.
 
 use mail_blobstore::BlobStore;
-use mail_resources::MailDomainSpec;
+use mail_resources::{MailDomainSpec, parse_quantity};
 use sqlx::PgPool;
 
 use crate::error::{Error, Outcome};
@@ -21,6 +21,9 @@ impl Default for Options {
         }
     }
 }
+
+/// Quota of a directory user's mailbox when neither the domain nor the directory says (1 GiB).
+pub const DEFAULT_DIRECTORY_QUOTA: i64 = 1 << 30;
 
 /// Creates or updates the domain's row (reviving it if it was deleted under Retain) and makes
 /// sure its bucket exists. A domain keeps the bucket it was created with.
@@ -46,6 +49,20 @@ pub async fn apply_domain(
         }
     }
 
+    let directory = spec.directory.as_ref().map(|d| d.name.clone());
+    let directory_quota = match &spec.directory {
+        None => DEFAULT_DIRECTORY_QUOTA,
+        Some(d) => parse_quantity(&d.default_quota)
+            .ok()
+            .and_then(|q| i64::try_from(q).ok())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{name}: directory defaultQuota {:?} is not valid",
+                    d.default_quota
+                ))
+            })?,
+    };
+
     let existing: Option<String> = sqlx::query_scalar("SELECT bucket FROM domains WHERE name = $1")
         .bind(name)
         .fetch_optional(pool)
@@ -66,17 +83,25 @@ pub async fn apply_domain(
     blobs.create_bucket(&bucket).await?;
 
     let inserted: Option<bool> = sqlx::query_scalar(
-        "INSERT INTO domains (name, bucket, catch_all, reclaim_policy) VALUES ($1, $2, $3, $4)
+        "INSERT INTO domains (name, bucket, catch_all, reclaim_policy, directory,
+                              directory_quota_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (name) DO UPDATE SET catch_all = EXCLUDED.catch_all,
-             reclaim_policy = EXCLUDED.reclaim_policy, deleted_at = NULL, updated_at = now()
-         WHERE (domains.catch_all, domains.reclaim_policy, domains.deleted_at)
-             IS DISTINCT FROM (EXCLUDED.catch_all, EXCLUDED.reclaim_policy, NULL::timestamptz)
+             reclaim_policy = EXCLUDED.reclaim_policy, directory = EXCLUDED.directory,
+             directory_quota_bytes = EXCLUDED.directory_quota_bytes,
+             deleted_at = NULL, updated_at = now()
+         WHERE (domains.catch_all, domains.reclaim_policy, domains.directory,
+                domains.directory_quota_bytes, domains.deleted_at)
+             IS DISTINCT FROM (EXCLUDED.catch_all, EXCLUDED.reclaim_policy, EXCLUDED.directory,
+                EXCLUDED.directory_quota_bytes, NULL::timestamptz)
          RETURNING (xmax = 0)",
     )
     .bind(name)
     .bind(&bucket)
     .bind(&catch_all)
     .bind(spec.reclaim_policy.as_str())
+    .bind(&directory)
+    .bind(directory_quota)
     .fetch_optional(pool)
     .await?;
     Ok(Outcome::of_upsert(inserted))

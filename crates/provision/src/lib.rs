@@ -20,10 +20,10 @@ mod validate;
 
 pub use desired::{DEFAULT_NAMESPACE, Desired, SecretData};
 pub use dkim::{apply_dkim_key, delete_dkim_key, store_dkim_key_pair};
-pub use domain::{Options, apply_domain, delete_domain};
+pub use domain::{DEFAULT_DIRECTORY_QUOTA, Options, apply_domain, delete_domain};
 pub use error::{Counts, Error, Outcome, Report};
 pub use lookup::{bucket_of, dkim_public_keys, domain_hosted, mailbox_count, used_bytes};
-pub use mailbox::{STANDARD_FOLDERS, apply_mailbox, delete_mailbox};
+pub use mailbox::{STANDARD_FOLDERS, apply_mailbox, delete_mailbox, ensure_folders};
 pub use names::{bucket_name, check_address};
 pub use sync::sync;
 pub use validate::{ValidationErrors, validate};

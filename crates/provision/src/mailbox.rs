@@ -18,7 +18,8 @@ pub const STANDARD_FOLDERS: [(&str, &str); 5] = [
     ("Junk", "junk"),
 ];
 
-/// Creates or updates the mailbox (reviving it if it was deleted under Retain), sets its
+/// Creates or updates the mailbox (reviving it if it was deleted under Retain, taking it over
+/// from the directory that created it), sets its
 /// aliases to exactly `spec.aliases` and creates missing standard folders. `password` is the
 /// Secret value `spec.passwordSecretRef` points at; `None` stores no local password.
 pub async fn apply_mailbox(
@@ -111,11 +112,12 @@ pub async fn apply_mailbox(
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (address) DO UPDATE SET display_name = EXCLUDED.display_name,
              quota_bytes = EXCLUDED.quota_bytes, auth_source = EXCLUDED.auth_source,
-             password_hash = EXCLUDED.password_hash, deleted_at = NULL, updated_at = now()
+             password_hash = EXCLUDED.password_hash, directory = NULL, deleted_at = NULL,
+             updated_at = now()
          WHERE (mailboxes.display_name, mailboxes.quota_bytes, mailboxes.auth_source,
-                mailboxes.password_hash, mailboxes.deleted_at)
+                mailboxes.password_hash, mailboxes.directory, mailboxes.deleted_at)
              IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.quota_bytes,
-                EXCLUDED.auth_source, EXCLUDED.password_hash, NULL::timestamptz)
+                EXCLUDED.auth_source, EXCLUDED.password_hash, NULL::text, NULL::timestamptz)
          RETURNING id, (xmax = 0)",
     )
     .bind(domain_id)
@@ -184,8 +186,9 @@ async fn active_domain(tx: &mut PgConnection, domain: &str) -> Result<i64, Error
 }
 
 /// Creates the standard folders that are missing; returns how many it created. A folder that
-/// exists under the name, or another folder with the special use, is left alone.
-async fn ensure_folders(tx: &mut PgConnection, mailbox_id: i64) -> Result<u64, sqlx::Error> {
+/// exists under the name, or another folder with the special use, is left alone. (Also used by
+/// the mail server for mailboxes a directory creates.)
+pub async fn ensure_folders(tx: &mut PgConnection, mailbox_id: i64) -> Result<u64, sqlx::Error> {
     let mut created = 0;
     for (name, special_use) in STANDARD_FOLDERS {
         created += sqlx::query(

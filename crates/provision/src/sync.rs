@@ -39,8 +39,10 @@ pub async fn sync(
         .iter()
         .map(|m| m.spec.address.to_ascii_lowercase())
         .collect();
+    // Rows a directory created are the directory's (its sweep disables them), not ours.
     let present: Vec<String> = sqlx::query_scalar(
-        "SELECT address FROM mailboxes WHERE deleted_at IS NULL ORDER BY address",
+        "SELECT address FROM mailboxes WHERE deleted_at IS NULL AND directory IS NULL
+          ORDER BY address",
     )
     .fetch_all(pool)
     .await?;
@@ -60,7 +62,7 @@ pub async fn sync(
         .unzip();
     let released: BTreeSet<String> = sqlx::query_scalar(
         "DELETE FROM aliases a USING mailboxes m
-         WHERE m.id = a.mailbox_id
+         WHERE m.id = a.mailbox_id AND m.directory IS NULL
            AND (m.address, a.address) NOT IN (SELECT * FROM unnest($1::text[], $2::text[]))
          RETURNING m.address",
     )

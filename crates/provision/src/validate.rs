@@ -200,6 +200,7 @@ mod tests {
                 reclaim_policy: ReclaimPolicy::Retain,
                 catch_all: catch_all.map(str::to_string),
                 dns: Default::default(),
+                directory: None,
             },
         )
     }

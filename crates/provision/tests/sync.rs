@@ -278,3 +278,66 @@ async fn a_typo_in_our_kind_or_version_refuses_the_apply() {
         assert_eq!(snapshot(&pool).await, before, "{wrong}: rows changed");
     }
 }
+
+/// A directory-backed domain keeps its directory in the row; mailboxes the directory created
+/// survive full syncs, and a Mailbox resource for the same address takes the row over.
+#[tokio::test]
+async fn directory_domains_and_directory_mailboxes() {
+    let pool = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = FsBlobStore::new(dir.path());
+    let options = Options::default();
+    let mut desired = state();
+    desired.domains[0].spec.directory = Some(mail_resources::DirectoryRef {
+        name: "corp".into(),
+        default_quota: "2Gi".into(),
+    });
+    sync(&pool, &blobs, &desired, &options).await.unwrap();
+    let row: (Option<String>, i64) = sqlx::query_as(
+        "SELECT directory, directory_quota_bytes FROM domains WHERE name = 'a.test'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(row, (Some("corp".into()), 2 << 30));
+
+    // What the mail server writes on a directory user's first login.
+    sqlx::query(
+        "INSERT INTO mailboxes (domain_id, address, quota_bytes, auth_source, directory)
+         SELECT id, 'dir@a.test', 5, 'ldap', 'corp' FROM domains WHERE name = 'a.test'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let report = sync(&pool, &blobs, &desired, &options).await.unwrap();
+    assert!(!report.changed(), "{report}");
+    let live: bool =
+        sqlx::query_scalar("SELECT deleted_at IS NULL FROM mailboxes WHERE address = 'dir@a.test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(live, "a sync leaves directory mailboxes alone");
+
+    // A Mailbox resource for the address: the row becomes the resource's.
+    desired
+        .mailboxes
+        .push(Mailbox::new("dir", mailbox("dir@a.test", &[])));
+    desired.mailboxes[2].metadata.namespace = Some("default".into());
+    sync(&pool, &blobs, &desired, &options).await.unwrap();
+    let row: (Option<String>, i64) =
+        sqlx::query_as("SELECT directory, quota_bytes FROM mailboxes WHERE address = 'dir@a.test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(row, (None, 1 << 30));
+
+    // Clearing the directory clears the row's.
+    desired.domains[0].spec.directory = None;
+    sync(&pool, &blobs, &desired, &options).await.unwrap();
+    let directory: Option<String> =
+        sqlx::query_scalar("SELECT directory FROM domains WHERE name = 'a.test'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(directory, None);
+}

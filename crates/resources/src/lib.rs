@@ -13,7 +13,8 @@ mod quantity;
 pub use dkimkey::{DkimAlgorithm, DkimKey, DkimKeySpec, DkimKeyStatus};
 pub use mailbox::{AuthSource, Mailbox, MailboxSpec, MailboxStatus, SecretKeyRef};
 pub use maildomain::{
-    DnsOptions, DnsRecord, MailDomain, MailDomainSpec, MailDomainStatus, ReclaimPolicy,
+    DirectoryRef, DnsOptions, DnsRecord, MailDomain, MailDomainSpec, MailDomainStatus,
+    ReclaimPolicy,
 };
 pub use quantity::{QuantityError, parse_quantity};
 

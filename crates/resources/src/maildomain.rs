@@ -49,6 +49,34 @@ pub struct MailDomainSpec {
     /// status (`dnsRecords`, `zone`) for someone to publish.
     #[serde(default)]
     pub dns: DnsOptions,
+
+    /// Serve every user of this LDAP directory whose address is in the domain, without a
+    /// Mailbox resource each: their mailbox appears on first delivery or login. A Mailbox
+    /// resource for the same address overrides the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryRef>,
+}
+
+/// Which configured LDAP directory backs a MailDomain.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryRef {
+    /// The name of a directory in the mail server's directory configuration
+    /// (`--directory-config`), which holds its URLs, TLS settings and bind Secret.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Quota of a directory user's mailbox when the directory has no quota attribute for
+    /// them, as a Kubernetes quantity. Default `1Gi`.
+    #[serde(default = "default_directory_quota")]
+    pub default_quota: String,
+}
+
+fn default_directory_quota() -> String {
+    "1Gi".to_string()
 }
 
 /// How a MailDomain's DNS records are published.

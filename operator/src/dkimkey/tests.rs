@@ -43,6 +43,7 @@ async fn host_example(ctx: &crate::context::Context) {
         reclaim_policy: ReclaimPolicy::Retain,
         catch_all: None,
         dns: Default::default(),
+        directory: None,
     };
     mail_provision::apply_domain(&ctx.pool, ctx.blobs.as_ref(), &spec, &ctx.options)
         .await
@@ -206,6 +207,7 @@ async fn a_key_is_made_once_into_an_owned_secret_and_verifies_with_dkimpy() {
             reclaim_policy: ReclaimPolicy::Retain,
             catch_all: None,
             dns: Default::default(),
+            directory: None,
         },
     );
     let mut domain = domain;

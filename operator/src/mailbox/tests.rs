@@ -121,6 +121,7 @@ async fn not_ready_until_the_secret_and_the_domain_exist_then_ready_once() {
         reclaim_policy: ReclaimPolicy::Delete,
         catch_all: None,
         dns: Default::default(),
+        directory: None,
     };
     mail_provision::apply_domain(&ctx.pool, ctx.blobs.as_ref(), &domain, &ctx.options)
         .await

@@ -209,6 +209,7 @@ mod tests {
                 reclaim_policy: Default::default(),
                 catch_all: None,
                 dns: Default::default(),
+                directory: None,
             },
         );
         domain.metadata.namespace = Some("default".to_string());

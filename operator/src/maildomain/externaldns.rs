@@ -104,6 +104,7 @@ mod tests {
                 reclaim_policy: Default::default(),
                 catch_all: None,
                 dns: Default::default(),
+                directory: None,
             },
         );
         domain.metadata.uid = Some("u".to_string());

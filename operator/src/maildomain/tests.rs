@@ -17,6 +17,7 @@ fn example(policy: ReclaimPolicy) -> MailDomain {
             reclaim_policy: policy,
             catch_all: None,
             dns: Default::default(),
+            directory: None,
         },
     );
     domain.metadata.namespace = Some("default".to_string());

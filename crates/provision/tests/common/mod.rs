@@ -23,6 +23,7 @@ pub fn domain(name: &str, policy: ReclaimPolicy) -> MailDomainSpec {
         reclaim_policy: policy,
         catch_all: None,
         dns: Default::default(),
+        directory: None,
     }
 }
 
