@@ -32,6 +32,13 @@ ensure_run_deps() {
 ensure_test_deps() {
     ensure_run_deps
     apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9
+    # slapd for the LDAP tests, without the package's own directory (the tests make theirs).
+    if ! dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -q "install ok installed"; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        echo "slapd slapd/no_configuration boolean true" | $sudo debconf-set-selections
+    fi
+    apt_install slapd ldap-utils
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

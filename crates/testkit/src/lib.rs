@@ -14,9 +14,11 @@
 
 mod garage;
 mod named;
+mod slapd;
 
 pub use garage::{Garage, garage};
 pub use named::Named;
+pub use slapd::Slapd;
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
