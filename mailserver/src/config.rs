@@ -123,6 +123,16 @@ pub struct Config {
     /// Most recipients of one SMTP transaction.
     #[arg(long, env = "MAIL_MAX_RECIPIENTS", default_value_t = 100)]
     pub max_recipients: usize,
+
+    /// LDAP directories (YAML: names, URLs, TLS, bind DN and password file, base, filters,
+    /// attributes; see docs/ldap.md). A MailDomain's `spec.directory.name` refers to one.
+    #[arg(long, env = "MAIL_DIRECTORY_CONFIG")]
+    pub directory_config: Option<PathBuf>,
+
+    /// Seconds between checks that disable the mailboxes of users gone from their directory
+    /// (one pod at a time); 0 turns the check off.
+    #[arg(long, env = "MAIL_DIRECTORY_SWEEP_INTERVAL", default_value_t = 600)]
+    pub directory_sweep_interval: u64,
 }
 
 impl Config {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use mailserver::RunningServer;
 use mailserver::auth::Authenticator;
+use mailserver::auth::ldap::Directories;
 use mailserver::bootstrap::Backends;
 use mailserver::config::Config;
 use mailserver::context::{Context, Settings};
@@ -50,10 +51,31 @@ async fn run(config: Config) -> anyhow::Result<()> {
         |dir| dir.path().to_path_buf(),
     );
     let certificates = certificates(&config, &listeners, &tls_dir)?;
+    let directories = match &config.directory_config {
+        Some(path) => Some(Arc::new(Directories::new(
+            mailserver::auth::ldap::settings::load(path).map_err(anyhow::Error::msg)?,
+        ))),
+        None => None,
+    };
     let backends = Backends::open(&config).await?;
+    let mut store = Store::new(backends.pool.clone(), backends.blobs.clone());
+    let mut auth = Authenticator::new(backends.pool.clone());
+    if let Some(directories) = &directories {
+        store = store.with_directories(directories.clone());
+        auth = auth.with_directories(directories.clone());
+    }
+    let _sweeper = directories
+        .clone()
+        .filter(|_| config.directory_sweep_interval > 0)
+        .map(|d| {
+            d.spawn_sweeper(
+                backends.pool.clone(),
+                Duration::from_secs(config.directory_sweep_interval),
+            )
+        });
     let ctx = Arc::new(Context {
-        store: Store::new(backends.pool.clone(), backends.blobs.clone()),
-        auth: Authenticator::new(backends.pool.clone()),
+        store,
+        auth,
         settings: Settings {
             hostname: config.hostname.clone(),
             max_message_size: config.max_message_size,

@@ -3,6 +3,7 @@
 
 pub mod guard;
 mod hasher;
+pub mod ldap;
 pub mod source;
 
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub enum AuthError {
 pub struct Authenticator {
     db: PgPool,
     hasher: Arc<Hasher>,
+    /// LDAP directories asked before the local hash (see [`ldap::chain`]).
+    directories: Option<Arc<ldap::Directories>>,
 }
 
 /// Verified against when the user is unknown, so that an unknown user costs as much time as a
@@ -45,7 +48,14 @@ impl Authenticator {
         Self {
             db,
             hasher: Arc::new(Hasher::new()),
+            directories: None,
         }
+    }
+
+    /// Asks these directories first, for directory-backed domains and `ldap` mailboxes.
+    pub fn with_directories(mut self, directories: Arc<ldap::Directories>) -> Self {
+        self.directories = Some(directories);
+        self
     }
 
     /// The most password checks that ever ran at the same moment.
@@ -76,6 +86,18 @@ impl Authenticator {
 
     async fn check(&self, username: &str, password: &str) -> Result<Option<Account>, AuthError> {
         let address = normalize_address(username);
+        if let Some(directories) = &self.directories {
+            use ldap::chain::{Step, ldap_first};
+            match ldap_first(directories, &self.db, &address, password).await? {
+                Step::Verified(account) => return Ok(Some(account)),
+                // A wrong directory password costs a hash check too, like an unknown user.
+                Step::Rejected => {
+                    let _ = self.run_hash(DUMMY_HASH.to_string(), password).await?;
+                    return Ok(None);
+                }
+                Step::PassOn => {}
+            }
+        }
         let row: Option<(i64, String, Option<String>)> = sqlx::query_as(
             "SELECT m.id, m.address, m.password_hash
                FROM mailboxes m JOIN domains d ON d.id = m.domain_id
@@ -94,15 +116,18 @@ impl Authenticator {
             ),
             _ => (None, DUMMY_HASH.to_string()),
         };
+        let ok = self.run_hash(hash, password).await?;
+        Ok(if ok { account } else { None })
+    }
+
+    async fn run_hash(&self, hash: String, password: &str) -> Result<bool, AuthError> {
         let password = password.to_string();
         // argon2 takes tens of milliseconds of CPU and 19 MiB: on the capped pool, never on
         // the async workers.
-        let ok = self
-            .hasher
+        self.hasher
             .run(move |memory| hasher::verify_in(&hash, &password, memory))
             .await
-            .ok_or(AuthError::Unfinished)?;
-        Ok(if ok { account } else { None })
+            .ok_or(AuthError::Unfinished)
     }
 }
 

@@ -14,7 +14,7 @@ use super::session::{Action, Lookup, Security, Session};
 use super::spool::Spool;
 use crate::Context;
 use crate::driver::{self, Adapter, Connection, Flow, Role, Shutdown, Stream, Timeouts, Transport};
-use crate::store::{Store, normalize_address};
+use crate::store::{Store, StoreError, normalize_address};
 
 /// One SMTP connection as the driver sees it.
 pub struct Smtp {
@@ -178,6 +178,10 @@ pub async fn lookup(store: &Store, address: &str) -> Lookup {
                     Lookup::Failed
                 }
             }
+        }
+        Err(error @ StoreError::DirectoryUnavailable { .. }) => {
+            warn!(%error, "recipient lookup failed");
+            Lookup::DirectoryUnavailable
         }
         Err(error) => {
             warn!(%error, "recipient lookup failed");

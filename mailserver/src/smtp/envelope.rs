@@ -161,6 +161,7 @@ impl Session {
             Lookup::UnknownUser => self.reject(Reject::MailboxUnavailable(address)),
             Lookup::NotHosted => self.reject(Reject::RelayDenied(address)),
             Lookup::Failed => self.reject(Reject::LookupFailed),
+            Lookup::DirectoryUnavailable => self.reject(Reject::DirectoryUnavailable),
         }
     }
 }

@@ -140,6 +140,8 @@ pub enum Reject {
     NoValidRecipients,
     /// The recipient lookup failed (database down): try again later.
     LookupFailed,
+    /// The directory that knows the domain's users did not answer: try again later.
+    DirectoryUnavailable,
     /// The message could not be stored: try again later; nothing was delivered.
     StoreFailed,
     TooManyErrors,
@@ -168,6 +170,7 @@ impl Reject {
             Reject::TooManyRecipients
                 | Reject::MailboxFull(_)
                 | Reject::LookupFailed
+                | Reject::DirectoryUnavailable
                 | Reject::StoreFailed
                 | Reject::TooManyErrors
                 | Reject::Timeout
@@ -226,6 +229,11 @@ impl Reject {
                 51,
                 [3, 0],
                 "recipient lookup failed, try again later".into(),
+            ),
+            Reject::DirectoryUnavailable => (
+                51,
+                [4, 3],
+                "user directory unavailable, try again later".into(),
             ),
             Reject::StoreFailed => (51, [3, 0], "message not stored, try again later".into()),
             Reject::TooManyErrors => (21, [7, 0], "too many errors, closing connection".into()),
@@ -320,6 +328,10 @@ mod tests {
             (
                 Reject::LookupFailed,
                 "451 4.3.0 recipient lookup failed, try again later",
+            ),
+            (
+                Reject::DirectoryUnavailable,
+                "451 4.4.3 user directory unavailable, try again later",
             ),
             (
                 Reject::StoreFailed,

@@ -103,6 +103,8 @@ pub enum Lookup {
     NotHosted,
     /// The lookup failed (the database is unreachable).
     Failed,
+    /// The directory that backs the domain could not be asked: try again later.
+    DirectoryUnavailable,
 }
 
 /// The client's EHLO/HELO.

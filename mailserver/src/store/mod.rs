@@ -35,6 +35,8 @@ pub use summary::{HeaderSummary, SUMMARY_KIND};
 use std::sync::Arc;
 
 use mail_blobstore::{BlobError, BlobStore};
+
+use crate::auth::ldap::Directories;
 use sqlx::PgPool;
 
 /// A store failure. Protocols answer these with a temporary error (4xx, `NO [UNAVAILABLE]`,
@@ -55,6 +57,9 @@ pub enum StoreError {
     /// The collector kept removing the body being stored; nothing was written.
     #[error("message body collected while it was stored, try again")]
     Contended,
+    /// The LDAP directory that backs the recipient's domain could not be asked.
+    #[error("directory {directory} unavailable: {reason}")]
+    DirectoryUnavailable { directory: String, reason: String },
 }
 
 /// Handle to the mail store; cheap to clone.
@@ -62,11 +67,23 @@ pub enum StoreError {
 pub struct Store {
     db: PgPool,
     blobs: Arc<dyn BlobStore>,
+    /// Asked for unknown addresses of directory-backed domains.
+    directories: Option<Arc<Directories>>,
 }
 
 impl Store {
     pub fn new(db: PgPool, blobs: Arc<dyn BlobStore>) -> Self {
-        Self { db, blobs }
+        Self {
+            db,
+            blobs,
+            directories: None,
+        }
+    }
+
+    /// Routes unknown addresses of directory-backed domains to these directories' users.
+    pub fn with_directories(mut self, directories: Arc<Directories>) -> Self {
+        self.directories = Some(directories);
+        self
     }
 
     pub fn db(&self) -> &PgPool {

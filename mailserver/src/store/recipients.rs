@@ -2,6 +2,9 @@
 //! domain's catch-all.
 
 use super::{Store, StoreError};
+use crate::auth::ldap::Directories;
+use crate::auth::ldap::directories::directory_mailbox;
+use crate::auth::source::Lookup;
 
 /// A mailbox that accepts mail, as found from an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,16 +43,58 @@ impl Store {
         {
             return Ok(Some(found));
         }
-        let catch_all: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT catch_all FROM domains WHERE name = $1 AND deleted_at IS NULL",
+        let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT catch_all, directory FROM domains WHERE name = $1 AND deleted_at IS NULL",
         )
         .bind(domain)
         .fetch_optional(&self.db)
         .await?;
-        match catch_all.flatten() {
+        let (catch_all, directory) = row.unwrap_or_default();
+        if let (Some(directory), Some(directories)) = (directory, &self.directories)
+            && let Some(found) = self
+                .directory_user(directories, &directory, &address)
+                .await?
+        {
+            return Ok(Some(found));
+        }
+        match catch_all {
             Some(target) => self.lookup_exact(&normalize_address(&target)).await,
             None => Ok(None),
         }
+    }
+
+    /// The mailbox of the directory user who owns `address` (or, for `local+tag`, `local`),
+    /// created on this first delivery when missing.
+    async fn directory_user(
+        &self,
+        directories: &Directories,
+        directory: &str,
+        address: &str,
+    ) -> Result<Option<Recipient>, StoreError> {
+        let mut candidates = vec![address.to_string()];
+        if let Some((local, domain)) = address.rsplit_once('@')
+            && let Some((base, _tag)) = local.split_once('+')
+        {
+            candidates.push(format!("{base}@{domain}"));
+        }
+        for candidate in candidates {
+            match directories.lookup(directory, &candidate).await {
+                Lookup::Found(identity) => {
+                    let created = directory_mailbox(&self.db, directory, &identity).await?;
+                    if let Some((_, address)) = created {
+                        return self.lookup_exact(&address).await;
+                    }
+                }
+                Lookup::NotFound => {}
+                Lookup::Unavailable(reason) => {
+                    return Err(StoreError::DirectoryUnavailable {
+                        directory: directory.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn lookup_exact(&self, address: &str) -> Result<Option<Recipient>, StoreError> {

@@ -22,6 +22,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mail_blobstore::FsBlobStore;
 use mailserver::auth::Authenticator;
+use mailserver::auth::ldap::Directories;
 use mailserver::context::Settings;
 use mailserver::server::ServerConfig;
 use mailserver::store::{MessageMeta, Store};
@@ -47,6 +48,8 @@ struct Domain {
     name: String,
     /// False for a domain whose bucket is never created, so storing there fails.
     bucketed: bool,
+    /// The LDAP directory backing the domain.
+    directory: Option<String>,
 }
 
 struct Mailbox {
@@ -69,9 +72,26 @@ pub struct Builder {
     mailboxes: Vec<Mailbox>,
     folders: Vec<Folder>,
     server: Option<ServerConfig>,
+    directories: Option<Arc<Directories>>,
 }
 
 impl Builder {
+    /// LDAP directories asked by logins and deliveries (see [`Builder::directory_domain`]).
+    pub fn directories(mut self, directories: Arc<Directories>) -> Self {
+        self.directories = Some(directories);
+        self
+    }
+
+    /// A domain backed by the directory `directory`: its users need no mailbox row.
+    pub fn directory_domain(mut self, name: &str, directory: &str) -> Self {
+        self.domains.push(Domain {
+            name: name.to_string(),
+            bucketed: true,
+            directory: Some(directory.to_string()),
+        });
+        self
+    }
+
     /// Listeners and connection rules other than clear-text SMTP, IMAP and POP3 (addresses
     /// with port 0 get a free port).
     pub fn server(mut self, config: ServerConfig) -> Self {
@@ -96,6 +116,7 @@ impl Builder {
         self.domains.push(Domain {
             name: name.to_string(),
             bucketed: true,
+            directory: None,
         });
         self
     }
@@ -105,6 +126,7 @@ impl Builder {
         self.domains.push(Domain {
             name: name.to_string(),
             bucketed: false,
+            directory: None,
         });
         self
     }
@@ -149,12 +171,24 @@ impl Builder {
         let pool = PgPool::connect(&url).await.expect("connect");
         mail_provision::migrate(&pool).await.expect("migrate");
         let blobs = tempfile::tempdir().expect("temp dir");
-        let ctx = context(pool.clone(), blobs.path(), &self.hostname);
+        let ctx = match &self.directories {
+            None => context(pool.clone(), blobs.path(), &self.hostname),
+            Some(directories) => Arc::new(Context {
+                store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs.path())))
+                    .with_directories(directories.clone()),
+                auth: Authenticator::new(pool.clone()).with_directories(directories.clone()),
+                settings: Settings {
+                    hostname: self.hostname.clone(),
+                    ..Settings::default()
+                },
+            }),
+        };
         for domain in &self.domains {
             let bucket = domain.name.replace('.', "-");
-            sqlx::query("INSERT INTO domains (name, bucket) VALUES ($1, $2)")
+            sqlx::query("INSERT INTO domains (name, bucket, directory) VALUES ($1, $2, $3)")
                 .bind(&domain.name)
                 .bind(&bucket)
+                .bind(&domain.directory)
                 .execute(&pool)
                 .await
                 .expect("domain");
@@ -251,6 +285,7 @@ impl TestServer {
             mailboxes: Vec::new(),
             folders: Vec::new(),
             server: None,
+            directories: None,
         }
     }
 
