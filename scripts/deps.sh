@@ -32,6 +32,12 @@ ensure_run_deps() {
 ensure_test_deps() {
     ensure_run_deps
     apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9
+    # POP3 downloads by real clients (tests/pop3_clients.rs).
+    apt_install fetchmail getmail6
+    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9 \
+        dovecot-core libnet-ssleay-perl libio-socket-ssl-perl
+    # dovecot-core: `doveadm pw` makes the Dovecot hashes the auth tests import;
+    # the two Perl modules give swaks its --tls / --tls-on-connect.
     # slapd for the LDAP tests, without the package's own directory (the tests make theirs).
     if ! dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -q "install ok installed"; then
         local sudo=""

@@ -58,8 +58,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let backends = Backends::open(&config).await?;
-    let mut store = Store::new(backends.pool.clone(), backends.blobs.clone());
-    let mut auth = Authenticator::new(backends.pool.clone());
+    let mut store = Store::new(backends.pool.clone(), backends.blobs.clone())
+        .with_maildrop_lock_ttl(Duration::from_secs(config.pop3_lock_ttl));
+    let mut auth = Authenticator::with_settings(backends.pool.clone(), config.auth_settings());
     if let Some(directories) = &directories {
         store = store.with_directories(directories.clone());
         auth = auth.with_directories(directories.clone());
@@ -83,6 +84,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     });
     let _collector = ctx.store.spawn_collector();
+    let maildrop_locks = ctx.store.maildrop_locks().clone();
     let tls = certificates.as_ref().map(|(certs, _)| Acceptors {
         tls13: certs.acceptor(Versions::Tls13Only),
         tls12: certs.acceptor(Versions::Tls12And13),
@@ -121,6 +123,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    // Every connection is closed: leases a dropped session had no time to release go now.
+    if let Err(error) = maildrop_locks.release_all().await {
+        tracing::warn!(%error, "POP3 maildrop locks not released; they expire");
+    }
     backends.close().await;
     drop(scratch);
     Ok(())

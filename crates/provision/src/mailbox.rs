@@ -113,7 +113,11 @@ pub async fn apply_mailbox(
          ON CONFLICT (address) DO UPDATE SET display_name = EXCLUDED.display_name,
              quota_bytes = EXCLUDED.quota_bytes, auth_source = EXCLUDED.auth_source,
              password_hash = EXCLUDED.password_hash, directory = NULL, deleted_at = NULL,
-             updated_at = now()
+             updated_at = now(),
+             -- SCRAM keys belong to the old password: gone with it (the server writes new
+             -- ones at the next password login).
+             scram_sha256 = CASE WHEN mailboxes.password_hash IS DISTINCT FROM
+                 EXCLUDED.password_hash THEN NULL ELSE mailboxes.scram_sha256 END
          WHERE (mailboxes.display_name, mailboxes.quota_bytes, mailboxes.auth_source,
                 mailboxes.password_hash, mailboxes.directory, mailboxes.deleted_at)
              IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.quota_bytes,

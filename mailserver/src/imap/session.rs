@@ -14,7 +14,7 @@ use super::fetch::FetchJob;
 use super::mailbox::Selected;
 use super::reply::{self, CommandError, text};
 use crate::Context;
-use crate::auth::Account;
+use crate::auth::{Account, SaslLogin};
 
 /// Where the session is in RFC 3501's state diagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +31,8 @@ pub struct Session {
     pub(super) peer: SocketAddr,
     pub(super) account: Option<Account>,
     pub(super) selected: Option<Selected>,
-    /// Tag of an AUTHENTICATE waiting for the client's response.
-    pub(super) pending_auth: Option<Tag<'static>>,
+    /// An AUTHENTICATE waiting for the client's response: its tag and exchange.
+    pub(super) pending_auth: Option<(Tag<'static>, SaslLogin)>,
     logged_out: bool,
     out: Vec<Response<'static>>,
     /// A FETCH answered a batch at a time (see [`Session::resume`]).
@@ -111,8 +111,12 @@ impl Session {
         if self.account.is_none() && self.login_disabled {
             caps.push(Capability::LoginDisabled);
         } else if self.account.is_none() {
-            caps.push(Capability::Auth(AuthMechanism::Plain));
-            caps.push(Capability::SaslIr);
+            caps.extend([
+                Capability::Auth(AuthMechanism::Plain),
+                Capability::Auth(AuthMechanism::Login),
+                Capability::Auth(AuthMechanism::ScramSha256),
+                Capability::SaslIr,
+            ]);
         }
         caps.extend([
             Capability::LiteralPlus,
@@ -366,7 +370,7 @@ pub(super) mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
+    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
 
     #[tokio::test]
     async fn conversations_before_login() {
@@ -374,7 +378,7 @@ pub(super) mod tests {
             (b"", ""),
             (
                 b"a1 CAPABILITY\r\n",
-                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
+                "* CAPABILITY IMAP4REV1 AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
             ),
             (b"a1 NOOP\r\n", "a1 OK NOOP completed\r\n"),
             (b"a1 noop\n", "a1 OK NOOP completed\r\n"),
@@ -401,7 +405,7 @@ pub(super) mod tests {
             ),
             (
                 b"a1 AUTHENTICATE CRAM-MD5\r\n",
-                "a1 NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n",
+                "a1 NO [CANNOT] Supported mechanisms: PLAIN, LOGIN, SCRAM-SHA-256\r\n",
             ),
             (
                 b"a1 AUTHENTICATE PLAIN\r\n*\r\na2 NOOP\r\n",

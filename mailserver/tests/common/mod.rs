@@ -21,8 +21,8 @@ use std::sync::Arc;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mail_blobstore::FsBlobStore;
-use mailserver::auth::Authenticator;
 use mailserver::auth::ldap::Directories;
+use mailserver::auth::{AuthSettings, Authenticator};
 use mailserver::context::Settings;
 use mailserver::server::ServerConfig;
 use mailserver::store::{MessageMeta, Store};
@@ -34,9 +34,19 @@ pub const DEFAULT_QUOTA: i64 = 10_000_000;
 
 /// A context on `pool` with bodies in `blobs` (a directory), calling itself `hostname`.
 pub fn context(pool: PgPool, blobs: &Path, hostname: &str) -> Arc<Context> {
+    context_with(pool, blobs, hostname, AuthSettings::default())
+}
+
+/// [`context`] with the login policy's settings `auth`.
+pub fn context_with(
+    pool: PgPool,
+    blobs: &Path,
+    hostname: &str,
+    auth: AuthSettings,
+) -> Arc<Context> {
     Arc::new(Context {
         store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs))),
-        auth: Authenticator::new(pool),
+        auth: Authenticator::with_settings(pool, auth),
         settings: Settings {
             hostname: hostname.to_string(),
             ..Settings::default()
@@ -73,9 +83,16 @@ pub struct Builder {
     folders: Vec<Folder>,
     server: Option<ServerConfig>,
     directories: Option<Arc<Directories>>,
+    auth: AuthSettings,
 }
 
 impl Builder {
+    /// The login policy's settings (default: [`AuthSettings::default`]).
+    pub fn auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = auth;
+        self
+    }
+
     /// LDAP directories asked by logins and deliveries (see [`Builder::directory_domain`]).
     pub fn directories(mut self, directories: Arc<Directories>) -> Self {
         self.directories = Some(directories);
@@ -172,11 +189,12 @@ impl Builder {
         mail_provision::migrate(&pool).await.expect("migrate");
         let blobs = tempfile::tempdir().expect("temp dir");
         let ctx = match &self.directories {
-            None => context(pool.clone(), blobs.path(), &self.hostname),
+            None => context_with(pool.clone(), blobs.path(), &self.hostname, self.auth),
             Some(directories) => Arc::new(Context {
                 store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs.path())))
                     .with_directories(directories.clone()),
-                auth: Authenticator::new(pool.clone()).with_directories(directories.clone()),
+                auth: Authenticator::with_settings(pool.clone(), self.auth)
+                    .with_directories(directories.clone()),
                 settings: Settings {
                     hostname: self.hostname.clone(),
                     ..Settings::default()
@@ -286,6 +304,7 @@ impl TestServer {
             folders: Vec::new(),
             server: None,
             directories: None,
+            auth: AuthSettings::default(),
         }
     }
 
