@@ -500,3 +500,40 @@ async fn ldaps_and_starttls_with_a_ca_file() {
         .await;
     assert!(matches!(verdict, Verdict::Unavailable(_)), "{verdict:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_only_user_authenticates_over_smtp_submission() {
+    use mailserver::listener::{ListenerSpec, Protocol, Role, TlsMode};
+    use mailserver::server::ServerConfig;
+    let slapd = shared_slapd();
+    slapd.add(&Slapd::person("nina", &["nina@corp.test"], "nina-pw", &[]));
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut config = ServerConfig::plain(mailserver::Addresses::all(any));
+    config.listeners.push(ListenerSpec::new(
+        Protocol::Smtp,
+        any,
+        TlsMode::None,
+        Role::Submission,
+    ));
+    let fx = TestServer::builder()
+        .directories(directories(slapd, ""))
+        .directory_domain(DOMAIN, DIRECTORY)
+        .server(config)
+        .start()
+        .await;
+    let script = "\
+import smtplib, sys
+for user, pw in (('nina@corp.test', 'nina-pw'), ('nina@corp.test', 'wrong')):
+    with smtplib.SMTP('127.0.0.1', int(sys.argv[1]), local_hostname='py.test') as s:
+        s.ehlo()
+        try:
+            code, _ = s.login(user, pw)
+            print(code)
+        except smtplib.SMTPAuthenticationError as e:
+            print(e.smtp_code)
+";
+    let port = fx.listener("submission").port().to_string();
+    let out = common::python(script, &[&port]).await;
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["235", "535"]);
+    fx.stop().await;
+}
