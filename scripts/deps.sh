@@ -31,13 +31,14 @@ ensure_run_deps() {
 # What the test suite needs on top: Python for the real mail clients, Garage for S3.
 ensure_test_deps() {
     ensure_run_deps
-    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9
-    # POP3 downloads by real clients (tests/pop3_clients.rs).
-    apt_install fetchmail getmail6
     apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9 \
         dovecot-core libnet-ssleay-perl libio-socket-ssl-perl
     # dovecot-core: `doveadm pw` makes the Dovecot hashes the auth tests import;
     # the two Perl modules give swaks its --tls / --tls-on-connect.
+    # POP3 downloads by real clients (tests/pop3_clients.rs).
+    apt_install fetchmail getmail6
+    # IMAP sync by a real client (tests/imap_commands.rs).
+    apt_install isync
     # slapd for the LDAP tests, without the package's own directory (the tests make theirs).
     if ! dpkg-query -W -f='${Status}' slapd 2>/dev/null | grep -q "install ok installed"; then
         local sudo=""

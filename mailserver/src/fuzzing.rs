@@ -222,6 +222,11 @@ pub(crate) fn maildrop(sizes: [usize; 3]) -> Maildrop {
 /// what runs is all a client can reach before logging in (LOGIN and AUTHENTICATE reach the
 /// store and fail as they would with it down).
 pub fn imap(data: &[u8]) -> Vec<u8> {
+    // The syntax the session reads beyond imap-codec's (it runs after login, which the store
+    // being down never reaches), one line at a time.
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        let _ = crate::imap::extended::parse(line);
+    }
     let (runtime, ctx) = imap_world();
     runtime.block_on(async {
         let (client, server) = tokio::io::duplex(1 << 16);
@@ -293,6 +298,15 @@ pub fn mime(raw: &[u8]) -> Vec<u8> {
         section(Some(Section::Text(Some(part(&[2]))))),
         section(Some(Section::Mime(part(&[1, 1])))),
         section(Some(Section::Text(None))),
+        // BINARY undoes transfer encodings: the decoders see the part bytes as they are.
+        MessageDataItemName::Binary {
+            section: vec![NonZeroU32::MIN],
+            partial: None,
+            peek: true,
+        },
+        MessageDataItemName::BinarySize {
+            section: [2, 1].iter().filter_map(|&n| NonZeroU32::new(n)).collect(),
+        },
     ];
     let meta = MessageMeta {
         id: 1,

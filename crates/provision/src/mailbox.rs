@@ -10,12 +10,13 @@ use crate::error::{Error, Outcome};
 use crate::names::check_address;
 
 /// The folders every mailbox has: (name, special use).
-pub const STANDARD_FOLDERS: [(&str, &str); 5] = [
+pub const STANDARD_FOLDERS: [(&str, &str); 6] = [
     ("INBOX", "inbox"),
     ("Sent", "sent"),
     ("Drafts", "drafts"),
     ("Trash", "trash"),
     ("Junk", "junk"),
+    ("Archive", "archive"),
 ];
 
 /// Creates or updates the mailbox (reviving it if it was deleted under Retain, taking it over

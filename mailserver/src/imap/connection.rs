@@ -195,7 +195,15 @@ impl Imap {
                                 let _ = self.server.authenticate_finish(bad);
                                 continue;
                             }
-                            let status = match tag_of(discarded_bytes.declassify()) {
+                            let line = discarded_bytes.declassify();
+                            if self.authenticated()
+                                && let Some((command, extension)) = super::extended::parse(line)
+                            {
+                                self.session.command_extended(command, extension).await;
+                                queue(&mut self.server, self.session.take_output());
+                                continue;
+                            }
+                            let status = match tag_of(line) {
                                 Some(tag) => {
                                     reply::tagged_bad(tag, "Unknown command or bad syntax")
                                 }
