@@ -7,7 +7,9 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::listener::{ListenerSpec, Policy, Protocol, Role, TlsMode};
+use crate::pipeline::{OnFail, PipelineSettings};
 use crate::proxy::Networks;
+use crate::store::Addressing;
 
 /// The mail server: SMTP, IMAP and POP3 on PostgreSQL metadata and S3 (or filesystem) bodies.
 ///
@@ -123,6 +125,44 @@ pub struct Config {
     /// Most recipients of one SMTP transaction.
     #[arg(long, env = "MAIL_MAX_RECIPIENTS", default_value_t = 100)]
     pub max_recipients: usize,
+
+    /// SPF, DKIM, ARC and DMARC checks of mail received on MX listeners.
+    #[arg(long, env = "MAIL_SENDER_AUTH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sender_auth: bool,
+
+    /// The DNS server (IP:PORT) of those checks; the system's resolv.conf when not given.
+    #[arg(long, env = "MAIL_DNS_SERVER")]
+    pub dns_server: Option<SocketAddr>,
+
+    /// Milliseconds a DNS query of the checks may take before it counts as a temporary error.
+    #[arg(long, env = "MAIL_DNS_TIMEOUT_MS", default_value_t = 5000)]
+    pub dns_timeout_ms: u64,
+
+    /// What a DMARC failure under the sender's `p=reject` does.
+    #[arg(long, env = "MAIL_DMARC_REJECT", value_enum, default_value_t = OnFail::Reject)]
+    pub dmarc_reject: OnFail,
+
+    /// What a DMARC failure under the sender's `p=quarantine` does.
+    #[arg(long, env = "MAIL_DMARC_QUARANTINE", value_enum, default_value_t = OnFail::Quarantine)]
+    pub dmarc_quarantine: OnFail,
+
+    /// What an SPF `fail` does when the sender's domain publishes no DMARC record.
+    #[arg(long, env = "MAIL_SPF_FAIL", value_enum, default_value_t = OnFail::Accept)]
+    pub spf_fail: OnFail,
+
+    /// The sub-address separator (`user+tag@`); an empty value turns sub-addressing off.
+    #[arg(long, env = "MAIL_PLUS_SEPARATOR", default_value = "+")]
+    pub plus_separator: String,
+
+    /// The mailbox that `RCPT TO:<postmaster>` delivers to; the primary (oldest) domain's
+    /// postmaster when not given.
+    #[arg(long, env = "MAIL_POSTMASTER")]
+    pub postmaster: Option<String>,
+
+    /// A file holding the secret of SRS addresses (forwarded mail); forwarding keeps the
+    /// original envelope sender without one.
+    #[arg(long, env = "MAIL_SRS_SECRET_FILE")]
+    pub srs_secret_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -143,6 +183,49 @@ impl Config {
         .into_iter()
         .filter_map(|spec| parse_listener(spec).ok())
         .collect()
+    }
+
+    /// The SRS secret, read from its file.
+    pub fn srs_secret(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        use anyhow::Context as _;
+        let Some(path) = &self.srs_secret_file else {
+            return Ok(None);
+        };
+        let secret = std::fs::read(path)
+            .with_context(|| format!("cannot read the SRS secret {}", path.display()))?;
+        let secret = secret.trim_ascii().to_vec();
+        anyhow::ensure!(
+            !secret.is_empty(),
+            "the SRS secret {} is empty",
+            path.display()
+        );
+        Ok(Some(secret))
+    }
+
+    /// What the delivery pipeline does.
+    pub fn pipeline(&self, srs_secret: Option<Vec<u8>>) -> PipelineSettings {
+        PipelineSettings {
+            authentication: self.sender_auth,
+            dns_server: self.dns_server,
+            dns_timeout: Duration::from_millis(self.dns_timeout_ms),
+            dmarc_reject: self.dmarc_reject,
+            dmarc_quarantine: self.dmarc_quarantine,
+            spf_fail: self.spf_fail,
+            srs_secret,
+            outbound: None,
+        }
+    }
+
+    /// How local parts are read.
+    pub fn addressing(&self, srs_secret: Option<Vec<u8>>) -> Addressing {
+        Addressing {
+            separator: self.plus_separator.chars().next(),
+            postmaster: self
+                .postmaster
+                .as_deref()
+                .map(crate::store::normalize_address),
+            srs_secret,
+        }
     }
 
     /// The connection rules of every listener.

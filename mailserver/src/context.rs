@@ -1,6 +1,7 @@
 //! What every connection handler is given: the store, the authenticator and the settings.
 
 use crate::auth::Authenticator;
+use crate::pipeline::PipelineSettings;
 use crate::store::Store;
 
 /// Settings of the protocol handlers.
@@ -12,6 +13,8 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Most recipients of one SMTP transaction.
     pub max_recipients: usize,
+    /// The checks and routing of received mail.
+    pub pipeline: PipelineSettings,
 }
 
 impl Default for Settings {
@@ -20,6 +23,7 @@ impl Default for Settings {
             hostname: "localhost".to_string(),
             max_message_size: 50 * 1024 * 1024,
             max_recipients: 100,
+            pipeline: PipelineSettings::default(),
         }
     }
 }

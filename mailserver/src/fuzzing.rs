@@ -72,6 +72,7 @@ fn lookup(address: &str) -> Lookup {
             bucket: "fuzz".into(),
             quota_bytes: 1 << 20,
             used_bytes: 1000,
+            folder: None,
         }),
     }
 }

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod metrics;
 #[cfg(test)]
 mod noise;
+pub mod pipeline;
 pub mod pop3;
 pub mod proxy;
 pub mod server;

@@ -51,13 +51,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     );
     let certificates = certificates(&config, &listeners, &tls_dir)?;
     let backends = Backends::open(&config).await?;
+    let srs_secret = config.srs_secret()?;
     let ctx = Arc::new(Context {
-        store: Store::new(backends.pool.clone(), backends.blobs.clone()),
+        store: Store::new(backends.pool.clone(), backends.blobs.clone())
+            .with_addressing(config.addressing(srs_secret.clone())),
         auth: Authenticator::new(backends.pool.clone()),
         settings: Settings {
             hostname: config.hostname.clone(),
             max_message_size: config.max_message_size,
             max_recipients: config.max_recipients,
+            pipeline: config.pipeline(srs_secret),
         },
     });
     let _collector = ctx.store.spawn_collector();

@@ -1,5 +1,6 @@
-//! The adapter between the connection driver, the session and the store: bytes into the
-//! session, its lookups and deliveries run, its replies out. Replies to pipelined commands
+//! The adapter between the connection driver, the session, the pipeline and the store: bytes
+//! into the session, its lookups run against the store, its messages through the pipeline's
+//! checks and router, its replies out. Replies to pipelined commands
 //! leave together once the session needs more input.
 
 use std::future::Future;
@@ -9,12 +10,18 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
+use mail_blobstore::BlobSource;
+
 use super::Limits;
-use super::session::{Action, Lookup, Security, Session};
+use super::reply::Reply;
+use super::session::{Action, Delivery, Lookup, Security, Session};
 use super::spool::Spool;
 use crate::Context;
 use crate::driver::{self, Adapter, Connection, Flow, Role, Shutdown, Stream, Timeouts, Transport};
-use crate::store::{Store, normalize_address};
+use crate::pipeline::authentication::results;
+use crate::pipeline::router::{self, RouteError};
+use crate::pipeline::{Disposition, IncomingMessage, Pipeline};
+use crate::store::{Route, Store};
 
 /// One SMTP connection as the driver sees it.
 pub struct Smtp {
@@ -23,6 +30,7 @@ pub struct Smtp {
     session: Session,
     /// Where a large message's body goes while DATA is read.
     spool: Spool,
+    pipeline: Pipeline,
 }
 
 impl Smtp {
@@ -37,12 +45,15 @@ impl Smtp {
                 starttls: transport.starttls,
                 tls: transport.tls,
                 submission: transport.role == Role::Submission,
-            });
+            })
+            .with_outbound(ctx.settings.pipeline.outbound.is_some());
+        let pipeline = Pipeline::from_settings(&ctx.settings.pipeline);
         Self {
             ctx,
             transport,
             session,
             spool: Spool::default(),
+            pipeline,
         }
     }
 
@@ -57,24 +68,81 @@ impl Smtp {
                     self.session.lookup_done(found);
                 }
                 Action::Spool(chunk) => self.spool.write(chunk).await,
-                Action::Deliver(mut delivery) => {
-                    let result = self.spool.deliver(&self.ctx.store, &mut delivery).await;
-                    match &result {
-                        Ok(copies) => info!(
-                            %peer, id = %delivery.id, size = delivery.message.len(),
-                            mailboxes = copies.len(), "message delivered"
-                        ),
-                        Err(error) => warn!(
-                            %peer, id = %delivery.id, %error, "delivery failed; client told to retry"
-                        ),
+                Action::Deliver(delivery) => {
+                    let id = delivery.id.clone();
+                    let size = delivery.message.len();
+                    let result = self.deliver(delivery).await;
+                    self.spool.clear();
+                    match result {
+                        Ok(copies) => {
+                            info!(%peer, %id, size, mailboxes = copies, "message delivered");
+                            self.session.delivered(true);
+                        }
+                        Err(Failure::Refused(reply)) => {
+                            info!(%peer, %id, size, reply = %reply.to_wire().trim_end(), "message refused");
+                            self.session.refused(reply);
+                        }
+                        Err(Failure::Route(error)) => {
+                            warn!(%peer, %id, %error, "delivery failed; client told to retry");
+                            self.session.delivered(false);
+                        }
                     }
-                    self.session.delivered(result.is_ok());
                 }
                 Action::Close => return Flow::Close,
                 Action::StartTls => return Flow::StartTls,
             }
         }
         Flow::Continue
+    }
+
+    /// Runs the pipeline's checks on a message and routes it; returns the local copies made.
+    async fn deliver(&mut self, delivery: Delivery) -> Result<usize, Failure> {
+        let Delivery {
+            id,
+            message: body,
+            envelope,
+            recipients: _,
+        } = delivery;
+        let mut incoming = IncomingMessage { id, envelope, body };
+        let hostname = self.ctx.settings.hostname.as_str();
+        let mut junk = false;
+        let source = if self.pipeline.applies(&incoming) {
+            let raw = self
+                .spool
+                .read(&incoming.body)
+                .await
+                .map_err(RouteError::from)?;
+            let decision = self.pipeline.run(&incoming, &raw, hostname).await;
+            match decision.disposition {
+                Disposition::Accept => {}
+                Disposition::Quarantine(_) => junk = true,
+                Disposition::Reject(reply) | Disposition::TempFail(reply) => {
+                    return Err(Failure::Refused(reply));
+                }
+            }
+            let raw = results::strip_forged(&raw, hostname).unwrap_or(raw);
+            let mut message = decision.headers.concat().into_bytes();
+            message.extend_from_slice(&raw);
+            // The header changed the size the RCPT-time quota check saw; the store checks
+            // again in its transaction.
+            BlobSource::Bytes(message.into())
+        } else {
+            self.spool
+                .source(&mut incoming.body)
+                .await
+                .map_err(RouteError::from)?
+        };
+        let settings = &self.ctx.settings;
+        let delivered = router::deliver(
+            &self.ctx.store,
+            settings.pipeline.outbound.as_deref(),
+            settings.pipeline.srs_secret.as_deref(),
+            &incoming,
+            &source,
+            junk,
+        )
+        .await?;
+        Ok(delivered.len())
     }
 
     /// The replies of a session that is closing (no store work can be asked for then).
@@ -156,33 +224,31 @@ where
     driver::run(adapter, Stream::plain(stream), conn).await
 }
 
-/// Where `address` delivers: a local mailbox, an unknown user of a hosted domain, or a domain
-/// that is not ours (no relaying).
+/// Where `address` delivers, as the session needs to know it.
 pub async fn lookup(store: &Store, address: &str) -> Lookup {
-    match store.resolve_recipient(address).await {
-        Ok(Some(recipient)) => Lookup::Local(recipient),
-        Ok(None) => {
-            let address = normalize_address(address);
-            let domain = address.rsplit_once('@').map_or("", |(_, domain)| domain);
-            let hosted: Result<bool, sqlx::Error> = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1 AND deleted_at IS NULL)",
-            )
-            .bind(domain)
-            .fetch_one(store.db())
-            .await;
-            match hosted {
-                Ok(true) => Lookup::UnknownUser,
-                Ok(false) => Lookup::NotHosted,
-                Err(error) => {
-                    warn!(%error, "domain lookup failed");
-                    Lookup::Failed
-                }
-            }
-        }
+    match store.route(address).await {
+        Ok(Route::Local(recipient)) => Lookup::Local(recipient),
+        Ok(Route::UnknownUser) => Lookup::UnknownUser,
+        Ok(Route::NotHosted) => Lookup::NotHosted,
+        Ok(Route::Remote(targets)) => Lookup::Remote(targets),
         Err(error) => {
             warn!(%error, "recipient lookup failed");
             Lookup::Failed
         }
+    }
+}
+
+/// Why a message was not taken.
+enum Failure {
+    /// A check refused it with this reply.
+    Refused(Reply),
+    /// Storing or queueing failed (a temporary failure).
+    Route(RouteError),
+}
+
+impl From<RouteError> for Failure {
+    fn from(error: RouteError) -> Self {
+        Failure::Route(error)
     }
 }
 

@@ -18,6 +18,7 @@
 use super::reply::{Reject, Reply};
 use super::session::{Action, Body, Delivery, Mode as SessionMode, Session, SpoolChunk};
 use super::trace::{Trace, new_id};
+use crate::pipeline::Envelope;
 
 /// Once spooling, bytes are handed out in chunks of about this size.
 pub const SPOOL_CHUNK: usize = 64 * 1024;
@@ -202,7 +203,7 @@ impl Session {
         let Some(tx) = &self.tx else {
             return self.reject(Reject::BadSequence("send MAIL first"));
         };
-        if tx.recipients.is_empty() {
+        if tx.rcpts.is_empty() {
             return self.reject(Reject::NoValidRecipients);
         }
         // MAIL needs a HELO first, so a transaction always has one.
@@ -256,10 +257,25 @@ impl Session {
         {
             return self.reject(full);
         }
+        let envelope = Envelope {
+            client_ip: self.peer,
+            helo: self
+                .helo
+                .as_ref()
+                .map(|h| h.name.clone())
+                .unwrap_or_default(),
+            tls: self.security.tls,
+            submission: self.security.submission,
+            authenticated: self.authenticated.clone(),
+            sender: tx.sender,
+            params: tx.params,
+            recipients: tx.rcpts,
+        };
         self.ask(Action::Deliver(Delivery {
             id,
             message,
             recipients: tx.recipients,
+            envelope,
         }));
     }
 }

@@ -1,8 +1,9 @@
 //! MAIL FROM and RCPT TO: the envelope of a transaction.
 //!
-//! MAIL accepts `SIZE=`, `BODY=7BIT|8BITMIME` and `SMTPUTF8` (the extensions EHLO advertises);
-//! any other parameter gets `555`. RCPT accepts no parameters (no DSN yet) and asks the
-//! connection where the address delivers; the answer decides the reply.
+//! MAIL accepts `SIZE=`, `BODY=7BIT|8BITMIME`, `SMTPUTF8`, DSN's `RET=` and `ENVID=` (RFC 3461)
+//! and, over TLS, `REQUIRETLS` (RFC 8689); any other parameter gets `555`. RCPT accepts DSN's
+//! `NOTIFY=` and `ORCPT=` and asks the connection where the address delivers; the answer decides
+//! the reply. Everything is kept on the transaction for the pipeline and the outbound queue.
 
 use std::borrow::Cow;
 
@@ -15,29 +16,27 @@ use smtp_proto::{
 
 use super::reply::{Reject, Reply};
 use super::session::{Action, Lookup, Session, Transaction};
+use crate::pipeline::{BodyType, Dsn, MailParams, Notify, Rcpt, Ret, Target};
 
 /// MAIL parameters given as flags, with the name a refusal shows.
-const MAIL_FLAGS_UNSUPPORTED: [(u64, &str); 6] = [
+const MAIL_FLAGS_UNSUPPORTED: [(u64, &str); 4] = [
     (MAIL_BODY_BINARYMIME, "BODY=BINARYMIME"),
-    (MAIL_RET_FULL | MAIL_RET_HDRS, "RET"),
-    (MAIL_REQUIRETLS, "REQUIRETLS"),
     (MAIL_CONPERM, "CONPERM"),
     (MAIL_BY_NOTIFY | MAIL_BY_RETURN | MAIL_BY_TRACE, "BY"),
     (!SUPPORTED_MAIL_FLAGS & !KNOWN_MAIL_FLAGS, "unknown"),
 ];
 
-const SUPPORTED_MAIL_FLAGS: u64 = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME | MAIL_SMTPUTF8;
-const KNOWN_MAIL_FLAGS: u64 = MAIL_BODY_BINARYMIME
+const SUPPORTED_MAIL_FLAGS: u64 = MAIL_BODY_7BIT
+    | MAIL_BODY_8BITMIME
+    | MAIL_SMTPUTF8
     | MAIL_RET_FULL
     | MAIL_RET_HDRS
-    | MAIL_REQUIRETLS
-    | MAIL_CONPERM
-    | MAIL_BY_NOTIFY
-    | MAIL_BY_RETURN
-    | MAIL_BY_TRACE;
+    | MAIL_REQUIRETLS;
+const KNOWN_MAIL_FLAGS: u64 =
+    MAIL_BODY_BINARYMIME | MAIL_CONPERM | MAIL_BY_NOTIFY | MAIL_BY_RETURN | MAIL_BY_TRACE;
 
-/// The first MAIL parameter this server does not offer, if any.
-fn unsupported_mail_parameter(from: &MailFrom<Cow<'_, str>>) -> Option<&'static str> {
+/// The first MAIL parameter this server does not offer (on this connection), if any.
+fn unsupported_mail_parameter(from: &MailFrom<Cow<'_, str>>, tls: bool) -> Option<&'static str> {
     if let Some((_, name)) = MAIL_FLAGS_UNSUPPORTED
         .iter()
         .find(|(bits, _)| from.flags & bits != 0)
@@ -45,7 +44,8 @@ fn unsupported_mail_parameter(from: &MailFrom<Cow<'_, str>>) -> Option<&'static 
         return Some(name);
     }
     [
-        (from.env_id.is_some(), "ENVID"),
+        // RFC 8689 section 4: offered, and so accepted, over TLS only.
+        (from.flags & MAIL_REQUIRETLS != 0 && !tls, "REQUIRETLS"),
         (from.trans_id.is_some(), "TRANSID"),
         (from.solicit.is_some(), "SOLICIT"),
         (from.mtrk.is_some(), "MTRK"),
@@ -58,28 +58,58 @@ fn unsupported_mail_parameter(from: &MailFrom<Cow<'_, str>>) -> Option<&'static 
     .find_map(|(used, name)| used.then_some(name))
 }
 
-/// The first RCPT parameter this server does not offer (any: there is no DSN yet).
+/// The first RCPT parameter this server does not offer, if any (NOTIFY and ORCPT are DSN's).
 fn unsupported_rcpt_parameter(to: &RcptTo<Cow<'_, str>>) -> Option<&'static str> {
+    const NOTIFY: u64 =
+        RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER;
     [
-        (
-            to.flags
-                & (RCPT_NOTIFY_SUCCESS
-                    | RCPT_NOTIFY_FAILURE
-                    | RCPT_NOTIFY_DELAY
-                    | RCPT_NOTIFY_NEVER)
-                != 0,
-            "NOTIFY",
-        ),
-        (to.orcpt.is_some(), "ORCPT"),
         (
             to.rrvs != 0 || to.flags & (RCPT_RRVS_REJECT | RCPT_RRVS_CONTINUE) != 0,
             "RRVS",
         ),
         (to.flags & RCPT_CONNEG != 0, "CONNEG"),
-        (to.flags != 0, "unknown"),
+        (to.flags & !NOTIFY != 0, "unknown"),
     ]
     .into_iter()
     .find_map(|(used, name)| used.then_some(name))
+}
+
+/// MAIL's parameters as the pipeline keeps them.
+fn mail_params(from: &MailFrom<Cow<'_, str>>, smtputf8: bool) -> MailParams {
+    MailParams {
+        size: from.size,
+        body: match from.flags & MAIL_BODY_8BITMIME {
+            0 => BodyType::SevenBit,
+            _ => BodyType::EightBitMime,
+        },
+        smtputf8,
+        ret: match from.flags & (MAIL_RET_FULL | MAIL_RET_HDRS) {
+            MAIL_RET_FULL => Some(Ret::Full),
+            MAIL_RET_HDRS => Some(Ret::Headers),
+            _ => None,
+        },
+        envid: from.env_id.as_ref().map(|id| id.to_string()),
+        requiretls: from.flags & MAIL_REQUIRETLS != 0,
+    }
+}
+
+/// RCPT's DSN parameters (RFC 3461).
+fn rcpt_dsn(to: &RcptTo<Cow<'_, str>>) -> Dsn {
+    let notify = (to.flags
+        & (RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY | RCPT_NOTIFY_NEVER)
+        != 0)
+        .then_some(Notify {
+            success: to.flags & RCPT_NOTIFY_SUCCESS != 0,
+            failure: to.flags & RCPT_NOTIFY_FAILURE != 0,
+            delay: to.flags & RCPT_NOTIFY_DELAY != 0,
+        });
+    Dsn {
+        notify,
+        orcpt: to
+            .orcpt
+            .as_ref()
+            .map(|address| ("rfc822".to_string(), address.to_string())),
+    }
 }
 
 impl Session {
@@ -90,7 +120,7 @@ impl Session {
         if self.tx.is_some() {
             return self.reject(Reject::BadSequence("nested MAIL command"));
         }
-        if let Some(param) = unsupported_mail_parameter(&from) {
+        if let Some(param) = unsupported_mail_parameter(&from, self.security.tls) {
             return self.reject(Reject::UnsupportedParameter(param.to_string()));
         }
         // Extensions belong to EHLO sessions only (RFC 5321 section 4.1.1.1).
@@ -107,20 +137,20 @@ impl Session {
         if from.size > self.limits.max_message_size {
             return self.reject(Reject::MessageTooBig);
         }
+        let params = mail_params(&from, smtputf8);
         self.tx = Some(Transaction {
             sender: from.address.into_owned(),
             declared_size: from.size,
             smtputf8,
+            params,
             recipients: Vec::new(),
+            rcpts: Vec::new(),
         });
         self.reply(Reply::new(250, Some([2, 1, 0]), "Ok"));
     }
 
     pub(super) fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>) {
-        let Some((smtputf8, accepted)) = self
-            .tx
-            .as_ref()
-            .map(|tx| (tx.smtputf8, tx.recipients.len()))
+        let Some((smtputf8, accepted)) = self.tx.as_ref().map(|tx| (tx.smtputf8, tx.rcpts.len()))
         else {
             return self.reject(Reject::BadSequence("send MAIL first"));
         };
@@ -133,12 +163,21 @@ impl Session {
         if accepted >= self.limits.max_recipients {
             return self.reject(Reject::TooManyRecipients);
         }
-        if to.address.is_empty() {
-            // smtp_proto reads `<postmaster>` (no domain) as an empty address. RFC 5321 wants
-            // it delivered; that needs a configured postmaster mailbox, which is not there yet.
-            return self.reject(Reject::MailboxUnavailable("postmaster".to_string()));
+        // RFC 3461 section 4.1: NEVER stands alone.
+        if to.flags & RCPT_NOTIFY_NEVER != 0
+            && to.flags & (RCPT_NOTIFY_SUCCESS | RCPT_NOTIFY_FAILURE | RCPT_NOTIFY_DELAY) != 0
+        {
+            return self.reject(Reject::InvalidParameter("NOTIFY"));
         }
-        self.ask(Action::Lookup(to.address.into_owned()));
+        let dsn = rcpt_dsn(&to);
+        // smtp_proto reads `<postmaster>` (no domain) as an empty address; RFC 5321 section
+        // 4.5.1 wants it accepted, for the primary domain's postmaster or a configured one.
+        let address = match to.address.is_empty() {
+            true => "postmaster".to_string(),
+            false => to.address.into_owned(),
+        };
+        self.ask(Action::Lookup(address));
+        self.pending_dsn = dsn;
     }
 
     /// The reply to RCPT once its lookup is done.
@@ -146,7 +185,8 @@ impl Session {
         let Some(declared_size) = self.tx.as_ref().map(|tx| tx.declared_size) else {
             return self.reject(Reject::BadSequence("send MAIL first"));
         };
-        match lookup {
+        let dsn = std::mem::take(&mut self.pending_dsn);
+        let target = match lookup {
             // Every message is at least one byte; SIZE= tells more when the client gives it.
             Lookup::Local(recipient) => {
                 if let Some(full) = Reject::quota(&recipient, &address, declared_size.max(1) as u64)
@@ -154,14 +194,26 @@ impl Session {
                     return self.reject(full);
                 }
                 if let Some(tx) = &mut self.tx {
-                    tx.recipients.push(recipient);
+                    tx.recipients.push(recipient.clone());
                 }
-                self.reply(Reply::new(250, Some([2, 1, 5]), "Ok"));
+                Target::Local(recipient)
             }
-            Lookup::UnknownUser => self.reject(Reject::MailboxUnavailable(address)),
-            Lookup::NotHosted => self.reject(Reject::RelayDenied(address)),
-            Lookup::Failed => self.reject(Reject::LookupFailed),
+            Lookup::UnknownUser => return self.reject(Reject::MailboxUnavailable(address)),
+            // Relaying is for authenticated sessions, and only with a queue to relay through.
+            Lookup::NotHosted if self.authenticated.is_some() && self.outbound => Target::Relay,
+            Lookup::NotHosted => return self.reject(Reject::RelayDenied(address)),
+            Lookup::Remote(targets) if self.outbound => Target::Forward(targets),
+            Lookup::Remote(_) => return self.reject(Reject::ForwardUnavailable(address)),
+            Lookup::Failed => return self.reject(Reject::LookupFailed),
+        };
+        if let Some(tx) = &mut self.tx {
+            tx.rcpts.push(Rcpt {
+                address,
+                dsn,
+                target,
+            });
         }
+        self.reply(Reply::new(250, Some([2, 1, 5]), "Ok"));
     }
 }
 
@@ -189,16 +241,17 @@ mod tests {
                 ),
             ),
             (
-                "parameters not offered or malformed",
-                "EHLO c.test\r\nMAIL FROM:<a@x.test> RET=FULL\r\nMAIL FROM:<a@x.test> BODY=BINARYMIME\r\n\
-                 MAIL FROM:<a@x.test> ENVID=x\r\nMAIL FROM:<a@x.test> REQUIRETLS\r\n\
-                 MAIL FROM:<a@x.test> SIZE=big\r\nMAIL FROM:<a@x.test> BODY=9BIT\r\n",
+                "DSN parameters taken, others not offered or malformed",
+                "EHLO c.test\r\nMAIL FROM:<a@x.test> RET=FULL ENVID=QQ+2B1\r\nRSET\r\n\
+                 MAIL FROM:<a@x.test> BODY=BINARYMIME\r\nMAIL FROM:<a@x.test> REQUIRETLS\r\n\
+                 MAIL FROM:<a@x.test> SIZE=big\r\nMAIL FROM:<a@x.test> BODY=9BIT\r\n\
+                 MAIL FROM:<a@x.test> RET=SOME\r\n",
                 format!(
-                    "{GREETING}{EHLO}555 5.5.4 parameter RET not supported\r\n\
+                    "{GREETING}{EHLO}{ok}250 2.0.0 Ok\r\n\
                      555 5.5.4 parameter BODY=BINARYMIME not supported\r\n\
-                     555 5.5.4 parameter ENVID not supported\r\n\
                      555 5.5.4 parameter REQUIRETLS not supported\r\n\
-                     501 5.5.4 invalid SIZE parameter\r\n501 5.5.4 invalid BODY parameter\r\n"
+                     501 5.5.4 invalid SIZE parameter\r\n501 5.5.4 invalid BODY parameter\r\n\
+                     501 5.5.4 invalid RET parameter\r\n"
                 ),
             ),
             (
@@ -231,13 +284,23 @@ mod tests {
         for (name, rcpt, reply) in [
             (
                 "NOTIFY",
-                "<alice@example.test> NOTIFY=NEVER",
-                "555 5.5.4 parameter NOTIFY not supported",
+                "<alice@example.test> NOTIFY=SUCCESS,DELAY",
+                "250 2.1.5 Ok",
+            ),
+            (
+                "NOTIFY=NEVER with another",
+                "<alice@example.test> NOTIFY=NEVER,SUCCESS",
+                "501 5.5.4 invalid NOTIFY parameter",
             ),
             (
                 "ORCPT",
-                "<alice@example.test> ORCPT=rfc822;a@b.test",
-                "555 5.5.4 parameter ORCPT not supported",
+                "<alice@example.test> ORCPT=rfc822;a+2Bb@b.test",
+                "250 2.1.5 Ok",
+            ),
+            (
+                "ORCPT of another type",
+                "<alice@example.test> ORCPT=x400;a",
+                "501 5.5.4 invalid ORCPT parameter",
             ),
             (
                 "bad address",
@@ -280,6 +343,71 @@ mod tests {
                  250 2.1.5 Ok\r\n"
             )
         );
+    }
+
+    #[test]
+    fn dsn_and_requiretls_reach_the_envelope() {
+        use crate::pipeline::{Dsn, MailParams, Notify, Ret, Target};
+        let outcome = run(
+            "EHLO c.test\r\nMAIL FROM:<a@x.test> RET=HDRS ENVID=QQ+2B1 BODY=8BITMIME\r\n\
+             RCPT TO:<alice@example.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;a+2Bb@b.test\r\n\
+             RCPT TO:<Bob@Example.test>\r\nDATA\r\nhi\r\n.\r\n",
+        );
+        let [delivery] = &outcome.deliveries[..] else {
+            panic!("{}", outcome.transcript);
+        };
+        let envelope = &delivery.envelope;
+        assert_eq!(
+            envelope.params,
+            MailParams {
+                size: 0,
+                body: crate::pipeline::BodyType::EightBitMime,
+                smtputf8: false,
+                ret: Some(Ret::Headers),
+                envid: Some("QQ+1".into()),
+                requiretls: false,
+            }
+        );
+        assert_eq!(envelope.sender, "a@x.test");
+        assert_eq!(envelope.helo, "c.test");
+        let dsns: Vec<&Dsn> = envelope.recipients.iter().map(|r| &r.dsn).collect();
+        assert_eq!(
+            dsns,
+            [
+                &Dsn {
+                    notify: Some(Notify {
+                        success: false,
+                        failure: true,
+                        delay: true
+                    }),
+                    orcpt: Some(("rfc822".into(), "a+b@b.test".into())),
+                },
+                &Dsn::default(),
+            ]
+        );
+        assert!(matches!(&envelope.recipients[1].target, Target::Local(r) if r.mailbox_id == 2));
+
+        // REQUIRETLS is offered and taken over TLS only (RFC 8689 section 4).
+        let mut session = crate::smtp::Session::new(
+            "mx.test",
+            "192.0.2.1".parse().unwrap(),
+            crate::smtp::session::tests::limits(),
+        )
+        .with_security(crate::smtp::Security {
+            tls: true,
+            ..Default::default()
+        });
+        session.feed(b"EHLO c.test\r\nMAIL FROM:<a@x.test> REQUIRETLS\r\n");
+        let mut wire = String::new();
+        while let Some(crate::smtp::Action::Reply(reply)) = session.next_action() {
+            wire.push_str(&reply.to_wire());
+        }
+        assert!(
+            wire.contains("250-REQUIRETLS\r\n") || wire.contains("250 REQUIRETLS\r\n"),
+            "{wire}"
+        );
+        assert!(wire.ends_with("250 2.1.0 Ok\r\n"), "{wire}");
+        assert!(session.tx.as_ref().is_some_and(|tx| tx.params.requiretls));
     }
 
     #[test]

@@ -60,6 +60,7 @@ impl Reply {
             "8BITMIME".to_string(),
             "ENHANCEDSTATUSCODES".to_string(),
             "SMTPUTF8".to_string(),
+            "DSN".to_string(),
         ]);
         Self {
             code: 250,
@@ -131,6 +132,8 @@ pub enum Reject {
     MailboxUnavailable(String),
     /// The recipient's domain is not hosted here, and this server relays for no one.
     RelayDenied(String),
+    /// The address forwards elsewhere, but there is no outbound queue to forward through.
+    ForwardUnavailable(String),
     /// The recipient's mailbox has no room for the message now (it would fit an empty one).
     MailboxFull(String),
     /// The message alone is larger than the recipient's quota: retrying cannot help.
@@ -168,6 +171,7 @@ impl Reject {
             Reject::TooManyRecipients
                 | Reject::MailboxFull(_)
                 | Reject::LookupFailed
+                | Reject::ForwardUnavailable(_)
                 | Reject::StoreFailed
                 | Reject::TooManyErrors
                 | Reject::Timeout
@@ -210,6 +214,11 @@ impl Reject {
                 (50, [1, 1], format!("<{addr}>: mailbox unavailable"))
             }
             Reject::RelayDenied(addr) => (50, [7, 1], format!("<{addr}>: relaying denied")),
+            Reject::ForwardUnavailable(addr) => (
+                51,
+                [3, 0],
+                format!("<{addr}>: forwarding not available, try again later"),
+            ),
             Reject::MailboxFull(addr) => (
                 52,
                 [2, 2],
@@ -308,6 +317,10 @@ mod tests {
                 "550 5.7.1 <a@b.test>: relaying denied",
             ),
             (
+                Reject::ForwardUnavailable(addr()),
+                "451 4.3.0 <a@b.test>: forwarding not available, try again later",
+            ),
+            (
                 Reject::MailboxFull(addr()),
                 "452 4.2.2 <a@b.test>: mailbox full, try again later",
             ),
@@ -360,7 +373,7 @@ mod tests {
             (
                 Reply::ehlo("mx.test", "client.test", 1000),
                 "250-mx.test greets client.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n\
-                 250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n",
+                 250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 DSN\r\n",
             ),
             // Line breaks in the text cannot forge a second reply.
             (Reply::ok("a\r\n250 b"), "250 2.0.0 a250 b\r\n"),

@@ -21,6 +21,7 @@ use smtp_proto::{Error as ParseError, Request};
 use super::Limits;
 use super::data::{DataProgress, DataReceiver};
 use super::reply::{Reject, Reply};
+use crate::pipeline::{Dsn, Envelope, MailParams, Rcpt};
 use crate::store::Recipient;
 
 /// What the connection must do next.
@@ -32,7 +33,8 @@ pub enum Action {
     Lookup(String),
     /// Append these bytes of the message being received to the connection's spool file.
     Spool(SpoolChunk),
-    /// Store this message for these recipients in one go; answer with [`Session::delivered`].
+    /// Run the pipeline on this message and store or queue it for its recipients; answer with
+    /// [`Session::delivered`] or [`Session::refused`].
     Deliver(Delivery),
     /// Close the connection (after sending the replies before this).
     Close,
@@ -52,12 +54,14 @@ pub struct Security {
     pub submission: bool,
 }
 
-/// A complete message, trace headers included, and the mailboxes it goes to.
+/// A complete message, trace headers included, the mailboxes here it goes to, and its
+/// envelope (every recipient with its target and parameters).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Delivery {
     pub id: String,
     pub message: Body,
     pub recipients: Vec<Recipient>,
+    pub envelope: Envelope,
 }
 
 /// A received message, trace headers first: in memory when small, else in the spool file
@@ -101,6 +105,8 @@ pub enum Lookup {
     UnknownUser,
     /// The domain is not hosted here.
     NotHosted,
+    /// An address of ours forwarding to these remote addresses.
+    Remote(Vec<String>),
     /// The lookup failed (the database is unreachable).
     Failed,
 }
@@ -120,7 +126,11 @@ pub(super) struct Transaction {
     /// The `SIZE=` of MAIL, 0 when not given.
     pub declared_size: usize,
     pub smtputf8: bool,
+    pub params: MailParams,
+    /// The mailboxes here among the accepted recipients (their quota is checked at the end).
     pub recipients: Vec<Recipient>,
+    /// Every accepted recipient, in order.
+    pub rcpts: Vec<Rcpt>,
 }
 
 #[derive(Debug)]
@@ -150,7 +160,13 @@ pub struct Session {
     pub(super) tx: Option<Transaction>,
     errors: usize,
     out: VecDeque<Action>,
-    security: Security,
+    pub(super) security: Security,
+    /// The DSN parameters of the RCPT whose lookup is outstanding.
+    pub(super) pending_dsn: Dsn,
+    /// The account the session authenticated as (SMTP AUTH).
+    pub(super) authenticated: Option<String>,
+    /// An outbound queue exists: remote recipients can be relayed or forwarded.
+    pub(super) outbound: bool,
 }
 
 impl Session {
@@ -173,7 +189,21 @@ impl Session {
             errors: 0,
             out,
             security: Security::default(),
+            pending_dsn: Dsn::default(),
+            authenticated: None,
+            outbound: false,
         }
+    }
+
+    /// Whether remote recipients can be handed to an outbound queue.
+    pub fn with_outbound(mut self, outbound: bool) -> Self {
+        self.outbound = outbound;
+        self
+    }
+
+    /// The session authenticated as `account` (SMTP AUTH), or logged out.
+    pub fn set_authenticated(&mut self, account: Option<String>) {
+        self.authenticated = account;
     }
 
     /// Sets what the listener offers and requires.
@@ -253,6 +283,15 @@ impl Session {
             self.reply(Reply::ok(format!("Ok: queued as {id}")));
         } else {
             self.reject(Reject::StoreFailed);
+        }
+    }
+
+    /// The pipeline refused the message of the [`Action::Deliver`] asked for last.
+    pub fn refused(&mut self, reply: Reply) {
+        if matches!(self.mode, Mode::Deliver(_)) {
+            self.mode = Mode::Command;
+            self.reply(reply);
+            self.errors += 1;
         }
     }
 
@@ -419,6 +458,10 @@ impl Session {
             if self.security.starttls {
                 reply.lines.push("STARTTLS".to_string());
             }
+            // RFC 8689 section 4: offered over TLS only.
+            if self.security.tls {
+                reply.lines.push("REQUIRETLS".to_string());
+            }
             reply
         } else {
             Reply::new(250, None, self.hostname.clone())
@@ -452,7 +495,8 @@ pub(in crate::smtp) mod tests {
 
     pub const GREETING: &str = "220 mx.test ESMTP ready\r\n";
     pub const EHLO: &str = "250-mx.test greets c.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n\
-                            250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n";
+                            250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n\
+                            250 DSN\r\n";
 
     pub fn limits() -> Limits {
         Limits {
@@ -472,6 +516,7 @@ pub(in crate::smtp) mod tests {
             bucket: "b".to_string(),
             quota_bytes,
             used_bytes,
+            folder: None,
         }
     }
 
@@ -483,6 +528,7 @@ pub(in crate::smtp) mod tests {
             "full@example.test" => Lookup::Local(recipient(4, "full@example.test", 100, 100)),
             "half@example.test" => Lookup::Local(recipient(6, "half@example.test", 1000, 900)),
             "ünï@example.test" => Lookup::Local(recipient(5, "ünï@example.test", 1 << 20, 0)),
+            "postmaster" => Lookup::Local(recipient(7, "postmaster@example.test", 1 << 20, 0)),
             "nobody@example.test" => Lookup::UnknownUser,
             "down@example.test" => Lookup::Failed,
             _ => Lookup::NotHosted,
@@ -652,8 +698,7 @@ pub(in crate::smtp) mod tests {
                     "{GREETING}{EHLO}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
                      550 5.1.1 <nobody@example.test>: mailbox unavailable\r\n\
                      550 5.7.1 <x@elsewhere.test>: relaying denied\r\n\
-                     451 4.3.0 recipient lookup failed, try again later\r\n\
-                     550 5.1.1 <postmaster>: mailbox unavailable\r\n"
+                     451 4.3.0 recipient lookup failed, try again later\r\n250 2.1.5 Ok\r\n"
                 ),
             ),
             (

@@ -1,6 +1,6 @@
 //! The connection's side of DATA spooling: one temporary file that the session's
-//! [`Action::Spool`](super::Action::Spool) chunks fill, and the store call that uploads a
-//! delivery's message from it (or from memory, for a small one).
+//! [`Action::Spool`](super::Action::Spool) chunks fill, and the message as the pipeline reads
+//! it and the store uploads it (from the file, or from memory for a small one).
 
 use std::io;
 
@@ -10,8 +10,8 @@ use tempfile::TempPath;
 use tokio::io::AsyncWriteExt;
 use tracing::warn;
 
-use super::session::{Body, Delivery, SpoolChunk};
-use crate::store::{Delivered, Store, StoreError};
+use super::session::{Body, SpoolChunk};
+use crate::store::StoreError;
 
 /// A connection's spool file, created at a message's first chunk and removed when the next
 /// message starts or the connection ends.
@@ -49,23 +49,40 @@ impl Spool {
         }
     }
 
-    /// Stores the delivery's message (the spool's bytes when it was spooled) for its
-    /// recipients; the spool is emptied afterwards.
-    pub async fn deliver(
-        &mut self,
-        store: &Store,
-        delivery: &mut Delivery,
-    ) -> Result<Vec<Delivered>, StoreError> {
-        let source = match &mut delivery.message {
-            Body::Memory(bytes) => BlobSource::Bytes(Bytes::from(std::mem::take(bytes))),
-            Body::Spooled { len } => self.source(*len).await?,
-        };
-        let result = store.deliver_source(&source, &delivery.recipients).await;
-        self.file = None;
-        result
+    /// The message as a blob source: its bytes when it stayed in memory (taken out of `body`),
+    /// else the spool file. The file stays until [`Spool::clear`] or the next message.
+    pub async fn source(&mut self, body: &mut Body) -> Result<BlobSource, StoreError> {
+        match body {
+            Body::Memory(bytes) => Ok(BlobSource::Bytes(Bytes::from(std::mem::take(bytes)))),
+            Body::Spooled { len } => self.file_source(*len).await,
+        }
     }
 
-    async fn source(&mut self, len: u64) -> Result<BlobSource, StoreError> {
+    /// The whole message in memory, for checks that read all of it (bounded by the message
+    /// size limit).
+    pub async fn read(&mut self, body: &Body) -> Result<Vec<u8>, StoreError> {
+        match body {
+            Body::Memory(bytes) => Ok(bytes.clone()),
+            Body::Spooled { len } => match self.file_source(*len).await? {
+                BlobSource::File { path, len } => {
+                    let mut bytes = tokio::fs::read(&path)
+                        .await
+                        .map_err(mail_blobstore::BlobError::Io)?;
+                    bytes.truncate(usize::try_from(len).unwrap_or(usize::MAX));
+                    Ok(bytes)
+                }
+                BlobSource::Bytes(bytes) => Ok(bytes.to_vec()),
+            },
+        }
+    }
+
+    /// Removes the spool file (the message was stored or refused).
+    pub fn clear(&mut self) {
+        self.file = None;
+        self.failed = None;
+    }
+
+    async fn file_source(&mut self, len: u64) -> Result<BlobSource, StoreError> {
         if let Some(error) = self.failed.take() {
             return Err(mail_blobstore::BlobError::Io(error).into());
         }

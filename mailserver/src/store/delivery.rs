@@ -97,7 +97,19 @@ impl Store {
         source: &BlobSource,
         recipients: &[Recipient],
     ) -> Result<Vec<Delivered>, StoreError> {
-        let result = self.store_message(source, recipients).await;
+        self.deliver_placed(source, recipients, false).await
+    }
+
+    /// [`Store::deliver_source`], filing each copy into the recipient's `+tag` folder when it
+    /// exists, or into the Junk folder for every recipient when `junk` (a quarantined message;
+    /// the INBOX when a mailbox has no Junk folder).
+    pub async fn deliver_placed(
+        &self,
+        source: &BlobSource,
+        recipients: &[Recipient],
+        junk: bool,
+    ) -> Result<Vec<Delivered>, StoreError> {
+        let result = self.store_message(source, recipients, junk).await;
         crate::metrics::delivery(result.is_ok(), source.len() as usize);
         result
     }
@@ -106,17 +118,23 @@ impl Store {
         &self,
         source: &BlobSource,
         recipients: &[Recipient],
+        junk: bool,
     ) -> Result<Vec<Delivered>, StoreError> {
         let key = source_key(source)
             .await
             .map_err(mail_blobstore::BlobError::from)?;
         let size = i64::try_from(source.len()).unwrap_or(i64::MAX);
-        // bucket -> distinct mailboxes in it
-        let mut by_bucket: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        // bucket -> distinct mailboxes in it, each with the folder its first address asked for
+        let mut by_bucket: BTreeMap<&str, Vec<(i64, Placement)>> = BTreeMap::new();
         for r in recipients {
             let ids = by_bucket.entry(r.bucket.as_str()).or_default();
-            if !ids.contains(&r.mailbox_id) {
-                ids.push(r.mailbox_id);
+            if !ids.iter().any(|(m, _)| *m == r.mailbox_id) {
+                let placement = match (&r.folder, junk) {
+                    (_, true) => Placement::Junk,
+                    (Some(name), false) => Placement::Named(name.clone()),
+                    (None, false) => Placement::Inbox,
+                };
+                ids.push((r.mailbox_id, placement));
             }
         }
         for _ in 0..ATTEMPTS {
@@ -126,9 +144,9 @@ impl Store {
             for (bucket, mailboxes) in &by_bucket {
                 let blob = stage(self, bucket, &key, source).await?;
                 staged.push(blob);
-                targets.extend(mailboxes.iter().map(|&m| (m, blob)));
+                targets.extend(mailboxes.iter().map(|(m, p)| (*m, p.clone(), blob)));
             }
-            targets.sort_unstable_by_key(|(mailbox, _)| *mailbox);
+            targets.sort_unstable_by_key(|(mailbox, _, _)| *mailbox);
             if let Some(delivered) = self.file_into_inboxes(&staged, &targets, size).await? {
                 return Ok(delivered);
             }
@@ -140,19 +158,21 @@ impl Store {
     async fn file_into_inboxes(
         &self,
         staged: &[Staged],
-        targets: &[(i64, Staged)],
+        targets: &[(i64, Placement, Staged)],
         size: i64,
     ) -> Result<Option<Vec<Delivered>>, StoreError> {
         let mut tx = self.db.begin().await?;
         if !confirm(&mut tx, staged).await? {
             return Ok(None);
         }
-        let mailbox_ids: Vec<i64> = targets.iter().map(|(m, _)| *m).collect();
+        let mailbox_ids: Vec<i64> = targets.iter().map(|(m, _, _)| *m).collect();
         lock_mailboxes(&mut tx, &mailbox_ids).await?;
         let mut delivered = Vec::new();
-        for &(mailbox_id, blob) in targets {
+        for (mailbox_id, placement, blob) in targets {
+            let (mailbox_id, blob) = (*mailbox_id, *blob);
             charge_quota(&mut tx, mailbox_id, size).await?;
-            let taken = take_uids(&mut tx, mailbox_id, None, 1)
+            let folder = placement.folder_id(&mut tx, mailbox_id).await?;
+            let taken = take_uids(&mut tx, mailbox_id, folder, 1)
                 .await?
                 .ok_or(StoreError::NoSuchFolder { mailbox_id })?;
             let row = NewMessage {
@@ -173,9 +193,45 @@ impl Store {
                 uid: taken.first_uid,
             });
         }
-        change_refs(&mut tx, targets.iter().map(|(_, blob)| blob.id), 1).await?;
+        change_refs(&mut tx, targets.iter().map(|(_, _, blob)| blob.id), 1).await?;
         tx.commit().await?;
         Ok(Some(delivered))
+    }
+}
+
+/// Which folder of a mailbox a delivered copy goes into.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Placement {
+    Inbox,
+    /// The special-use Junk folder (a quarantined message).
+    Junk,
+    /// A folder named by a `+tag` (compared without case: addresses are lower-cased).
+    Named(String),
+}
+
+impl Placement {
+    /// The folder's id, `None` for the INBOX (also when the folder asked for does not exist).
+    /// A plain read: the row lock comes with [`take_uids`], after the mailbox's (lock order).
+    async fn folder_id(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        mailbox_id: i64,
+    ) -> Result<Option<i64>, sqlx::Error> {
+        let (junk, name) = match self {
+            Placement::Inbox => return Ok(None),
+            Placement::Junk => (true, ""),
+            Placement::Named(name) => (false, name.as_str()),
+        };
+        sqlx::query_scalar(
+            "SELECT id FROM folders WHERE mailbox_id = $1
+               AND CASE WHEN $2 THEN special_use = 'junk' ELSE lower(name) = lower($3) END
+             ORDER BY id LIMIT 1",
+        )
+        .bind(mailbox_id)
+        .bind(junk)
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await
     }
 }
 

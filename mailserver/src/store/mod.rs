@@ -24,12 +24,14 @@ mod delivery;
 mod imap_ops;
 mod messages;
 mod recipients;
+mod route;
 mod summary;
 
 pub use blobs::Collected;
 pub use delivery::{Delivered, blob_key};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
+pub use route::{Addressing, Route};
 pub use summary::{HeaderSummary, SUMMARY_KIND};
 
 use std::sync::Arc;
@@ -62,11 +64,22 @@ pub enum StoreError {
 pub struct Store {
     db: PgPool,
     blobs: Arc<dyn BlobStore>,
+    addressing: Arc<Addressing>,
 }
 
 impl Store {
     pub fn new(db: PgPool, blobs: Arc<dyn BlobStore>) -> Self {
-        Self { db, blobs }
+        Self {
+            db,
+            blobs,
+            addressing: Arc::default(),
+        }
+    }
+
+    /// Reads local parts by `addressing` instead of the defaults.
+    pub fn with_addressing(mut self, addressing: Addressing) -> Self {
+        self.addressing = Arc::new(addressing);
+        self
     }
 
     pub fn db(&self) -> &PgPool {

@@ -1,7 +1,6 @@
-//! Which mailbox an address delivers into: the mailbox itself, an alias, a `+tag`, or the
-//! domain's catch-all.
+//! The mailbox an address names, and the normalized form addresses are stored in.
 
-use super::{Store, StoreError};
+use super::{Route, Store, StoreError};
 
 /// A mailbox that accepts mail, as found from an address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +12,8 @@ pub struct Recipient {
     pub bucket: String,
     pub quota_bytes: i64,
     pub used_bytes: i64,
+    /// The folder a `+tag` asked for (filed into the INBOX when it does not exist).
+    pub folder: Option<String>,
 }
 
 /// Lower-cases an address and trims the angle brackets and blanks a client may leave around it.
@@ -25,34 +26,19 @@ pub fn normalize_address(address: &str) -> String {
 }
 
 impl Store {
-    /// The mailbox `address` delivers into, or `None` when it delivers nowhere. Tried in order:
-    /// the mailbox, an alias, the address without its `+tag`, the domain's catch-all.
+    /// The mailbox `address` delivers into, or `None` when it delivers nowhere here; see
+    /// [`Store::route`].
     pub async fn resolve_recipient(&self, address: &str) -> Result<Option<Recipient>, StoreError> {
-        let address = normalize_address(address);
-        let Some((local, domain)) = address.rsplit_once('@') else {
-            return Ok(None);
-        };
-        if let Some(found) = self.lookup_exact(&address).await? {
-            return Ok(Some(found));
-        }
-        if let Some((base, _tag)) = local.split_once('+')
-            && let Some(found) = self.lookup_exact(&format!("{base}@{domain}")).await?
-        {
-            return Ok(Some(found));
-        }
-        let catch_all: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT catch_all FROM domains WHERE name = $1 AND deleted_at IS NULL",
-        )
-        .bind(domain)
-        .fetch_optional(&self.db)
-        .await?;
-        match catch_all.flatten() {
-            Some(target) => self.lookup_exact(&normalize_address(&target)).await,
-            None => Ok(None),
+        match self.route(address).await? {
+            Route::Local(recipient) => Ok(Some(recipient)),
+            Route::UnknownUser | Route::NotHosted | Route::Remote(_) => Ok(None),
         }
     }
 
-    async fn lookup_exact(&self, address: &str) -> Result<Option<Recipient>, StoreError> {
+    pub(super) async fn lookup_exact(
+        &self,
+        address: &str,
+    ) -> Result<Option<Recipient>, StoreError> {
         let row: Option<(i64, String, String, i64, i64)> = sqlx::query_as(
             "SELECT m.id, m.address, d.bucket, m.quota_bytes, m.used_bytes
                FROM mailboxes m JOIN domains d ON d.id = m.domain_id
@@ -72,6 +58,7 @@ impl Store {
                 bucket,
                 quota_bytes,
                 used_bytes,
+                folder: None,
             },
         ))
     }
