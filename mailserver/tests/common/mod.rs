@@ -23,8 +23,9 @@ use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mail_blobstore::FsBlobStore;
 use mailserver::auth::Authenticator;
 use mailserver::context::Settings;
+use mailserver::pipeline::PipelineSettings;
 use mailserver::server::ServerConfig;
-use mailserver::store::{MessageMeta, Store};
+use mailserver::store::{Addressing, MessageMeta, Store};
 use mailserver::{Addresses, Context, RunningServer};
 use sqlx::PgPool;
 
@@ -69,9 +70,23 @@ pub struct Builder {
     mailboxes: Vec<Mailbox>,
     folders: Vec<Folder>,
     server: Option<ServerConfig>,
+    pipeline: PipelineSettings,
+    addressing: Addressing,
 }
 
 impl Builder {
+    /// The delivery pipeline's settings (default: [`PipelineSettings::default`], checks off).
+    pub fn pipeline(mut self, pipeline: PipelineSettings) -> Self {
+        self.pipeline = pipeline;
+        self
+    }
+
+    /// How local parts are read (default: [`Addressing::default`]).
+    pub fn addressing(mut self, addressing: Addressing) -> Self {
+        self.addressing = addressing;
+        self
+    }
+
     /// Listeners and connection rules other than clear-text SMTP, IMAP and POP3 (addresses
     /// with port 0 get a free port).
     pub fn server(mut self, config: ServerConfig) -> Self {
@@ -149,7 +164,16 @@ impl Builder {
         let pool = PgPool::connect(&url).await.expect("connect");
         mail_provision::migrate(&pool).await.expect("migrate");
         let blobs = tempfile::tempdir().expect("temp dir");
-        let ctx = context(pool.clone(), blobs.path(), &self.hostname);
+        let ctx = Arc::new(Context {
+            store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs.path())))
+                .with_addressing(self.addressing.clone()),
+            auth: Authenticator::new(pool.clone()),
+            settings: Settings {
+                hostname: self.hostname.clone(),
+                pipeline: self.pipeline.clone(),
+                ..Settings::default()
+            },
+        });
         for domain in &self.domains {
             let bucket = domain.name.replace('.', "-");
             sqlx::query("INSERT INTO domains (name, bucket) VALUES ($1, $2)")
@@ -251,6 +275,8 @@ impl TestServer {
             mailboxes: Vec::new(),
             folders: Vec::new(),
             server: None,
+            pipeline: PipelineSettings::default(),
+            addressing: Addressing::default(),
         }
     }
 
@@ -301,6 +327,23 @@ impl TestServer {
             .await
             .expect("query")
             .expect("inbox");
+        let mut out = Vec::new();
+        for meta in store.messages(folder.id).await.expect("messages") {
+            let body = store.read_body(&meta).await.expect("body");
+            out.push((meta, body));
+        }
+        out
+    }
+
+    /// The messages of the folder `name` of `address`, bodies included.
+    pub async fn folder_messages(&self, address: &str, name: &str) -> Vec<(MessageMeta, Vec<u8>)> {
+        let store = &self.ctx.store;
+        let id = mailbox_id(self.pool(), address).await;
+        let folder = store
+            .folder(id, name)
+            .await
+            .expect("query")
+            .unwrap_or_else(|| panic!("{address} has a folder {name}"));
         let mut out = Vec::new();
         for meta in store.messages(folder.id).await.expect("messages") {
             let body = store.read_body(&meta).await.expect("body");

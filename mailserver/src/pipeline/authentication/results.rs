@@ -54,7 +54,16 @@ impl<'a> Results<'a> {
         }
         let from = message.from.first().map(String::as_str).unwrap_or_default();
         let part = AuthenticationResults::new(self.hostname).with_dkim_results(dkim, from);
-        self.push(part);
+        let mut part = part.to_string();
+        // mail-auth calls a body hash mismatch `neutral`; RFC 6376 section 6.1.3 makes it a
+        // verification failure (PERMFAIL), which RFC 8601 section 2.7.1 records as `fail`.
+        part = part.replace(
+            "dkim=neutral (body hash did not verify)",
+            "dkim=fail (body hash did not verify)",
+        );
+        if let Some(rest) = part.strip_prefix(self.hostname) {
+            self.text.push_str(rest);
+        }
     }
 
     pub fn arc(&mut self, arc: &ArcOutput<'_>) {
