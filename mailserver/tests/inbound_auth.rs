@@ -160,7 +160,7 @@ async fn folder(world: &TestServer, name: &str) -> Vec<String> {
 }
 
 /// The `Authentication-Results` field of the message whose subject is `subject`, unfolded.
-fn results<'a>(messages: &'a [String], subject: &str) -> Vec<String> {
+fn results(messages: &[String], subject: &str) -> Vec<String> {
     let message = messages
         .iter()
         .find(|m| m.contains(&format!("Subject: {subject}\r\n")))
