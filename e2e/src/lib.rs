@@ -78,6 +78,15 @@ pub async fn start(blobs: Arc<dyn BlobStore>) -> Stack {
 
 /// Starts a [`Stack`] with these listeners and rules.
 pub async fn start_with(blobs: Arc<dyn BlobStore>, config: ServerConfig) -> Stack {
+    start_with_settings(blobs, config, Settings::default()).await
+}
+
+/// Starts a [`Stack`] with these listeners, rules and protocol settings.
+pub async fn start_with_settings(
+    blobs: Arc<dyn BlobStore>,
+    config: ServerConfig,
+    settings: Settings,
+) -> Stack {
     let url = tokio::task::spawn_blocking(mail_testkit::fresh_database)
         .await
         .expect("test harness");
@@ -96,7 +105,7 @@ pub async fn start_with(blobs: Arc<dyn BlobStore>, config: ServerConfig) -> Stac
     let ctx = Arc::new(Context {
         store: Store::new(pool.clone(), blobs),
         auth: Authenticator::new(pool.clone()),
-        settings: Settings::default(),
+        settings,
     });
     let server = RunningServer::start_with(ctx, config)
         .await

@@ -218,6 +218,44 @@ print('sent')
         mailserver::store::Route::Remote(vec!["bob@sender.test".into()])
     );
 
+    // BDAT (CHUNKING) over a raw socket: two chunks, the second past the spool threshold.
+    let out = python(
+        r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+f = s.makefile('rb')
+def reply():
+    while True:
+        line = f.readline().decode()
+        if line[3:4] != '-':
+            return line.strip()
+reply()
+s.sendall(b'EHLO client.test\r\n'); ehlo = reply()
+first = b'Subject: chunked\r\n\r\n'
+second = b'.' + b'y' * 300000 + b'\r\n'
+s.sendall(b'MAIL FROM:<someone@sender.test>\r\nRCPT TO:<bob+x@catch.test>\r\n')
+print(reply(), reply())
+s.sendall(b'BDAT %d\r\n' % len(first) + first)
+print(reply())
+s.sendall(b'BDAT %d LAST\r\n' % len(second) + second)
+print(reply())
+s.sendall(b'QUIT\r\n'); reply()
+"#,
+        &[&smtp.ip().to_string(), &smtp.port().to_string()],
+    )
+    .await;
+    let replies: Vec<&str> = out.lines().collect();
+    assert_eq!(replies.len(), 3, "{out}");
+    assert!(replies[1].starts_with("250 2.0.0 20 octets"), "{out}");
+    assert!(replies[2].starts_with("250 2.0.0 Ok: queued"), "{out}");
+    let carol = world.inbox("carol@catch.test").await;
+    let chunked = carol
+        .iter()
+        .map(|(_, body)| body)
+        .find(|body| String::from_utf8_lossy(body).contains("Subject: chunked"))
+        .expect("the BDAT message reached the catch-all");
+    assert!(chunked.ends_with(&[b".".as_slice(), &[b'y'; 300000], b"\r\n"].concat()));
+
     // SMTPUTF8 end to end: read back over IMAP, bytes intact.
     let imap = world.addresses().imap;
     let fetched = python(

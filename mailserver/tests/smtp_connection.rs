@@ -53,7 +53,7 @@ async fn read_to_close(client: &mut DuplexStream) -> String {
 }
 
 const EHLO: &str = "250-mx.test greets c.test\r\n250-PIPELINING\r\n250-SIZE 52428800\r\n\
-                    250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 DSN\r\n";
+                    250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING\r\n";
 
 #[tokio::test]
 async fn pipelined_commands_get_replies_in_order() {

@@ -32,6 +32,10 @@ struct Args {
     /// Where message bodies go.
     #[arg(long, value_enum, default_value_t = Blobs::Garage)]
     blobs: Blobs,
+    /// SPF, DKIM, ARC and DMARC on every message, against a local BIND serving the sender's
+    /// SPF and DMARC records.
+    #[arg(long)]
+    sender_auth: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -108,7 +112,25 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(FsBlobStore::new(dir))
         }
     };
-    let stack = mail_e2e::start(blobs).await;
+    // Kept alive for the run: the checks query it.
+    let mut dns = None;
+    let mut settings = mailserver::context::Settings::default();
+    if args.sender_auth {
+        let named = tokio::task::spawn_blocking(|| {
+            mail_testkit::Named::start(&[(
+                "sender.test",
+                "@ IN TXT \"v=spf1 ip4:127.0.0.1 -all\"\n_dmarc IN TXT \"v=DMARC1; p=none\"\n",
+            )])
+        })
+        .await
+        .context("named")?;
+        settings.pipeline.authentication = true;
+        settings.pipeline.dns_server = Some(named.address());
+        dns = Some(named);
+    }
+    let any = "127.0.0.1:0".parse()?;
+    let config = mailserver::server::ServerConfig::plain(mailserver::Addresses::all(any));
+    let stack = mail_e2e::start_with_settings(blobs, config, settings).await;
     let smtp = stack.server.addresses.smtp;
     let rcpts = ["alice@example.test", "bob@example.test"];
 
@@ -146,8 +168,12 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     latencies.sort_unstable();
     println!(
-        "smtp-load: {} messages of {} bytes over {} sessions, bodies on {:?}",
-        args.messages, args.size, args.concurrency, args.blobs
+        "smtp-load: {} messages of {} bytes over {} sessions, bodies on {:?}, sender checks {}",
+        args.messages,
+        args.size,
+        args.concurrency,
+        args.blobs,
+        if dns.is_some() { "on" } else { "off" }
     );
     println!(
         "  {:.1} s, {:.0} messages/s; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",

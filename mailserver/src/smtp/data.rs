@@ -169,6 +169,12 @@ impl DataReceiver {
         (self.id, body)
     }
 
+    /// Appends BDAT chunk bytes as they are (RFC 3030: no dot-stuffing, no line rules); only
+    /// the size limit applies.
+    pub fn push_raw(&mut self, bytes: &[u8]) {
+        self.push(bytes);
+    }
+
     fn push_line_break(&mut self) {
         self.dot_only = false;
         self.line_len = 0;
@@ -200,12 +206,25 @@ impl DataReceiver {
 /// for its delivery.
 impl Session {
     pub(super) fn data_start(&mut self) {
+        if self.bdat.is_some() {
+            return self.reject(Reject::BadSequence("DATA after BDAT"));
+        }
         let Some(tx) = &self.tx else {
             return self.reject(Reject::BadSequence("send MAIL first"));
         };
         if tx.rcpts.is_empty() {
             return self.reject(Reject::NoValidRecipients);
         }
+        let receiver = self.receiver();
+        self.reply(Reply::start_data());
+        self.mode = SessionMode::Data(Box::new(receiver));
+    }
+
+    /// A receiver for the transaction's message, its trace headers written.
+    pub(super) fn receiver(&self) -> DataReceiver {
+        let Some(tx) = &self.tx else {
+            return DataReceiver::new(0, 0);
+        };
         // MAIL needs a HELO first, so a transaction always has one.
         let (helo, extended) = match &self.helo {
             Some(helo) => (helo.name.as_str(), helo.extended),
@@ -227,11 +246,9 @@ impl Session {
             date: (self.clock)(),
         }
         .headers();
-        let receiver = DataReceiver::new(self.limits.max_message_size, self.limits.max_data_line)
+        DataReceiver::new(self.limits.max_message_size, self.limits.max_data_line)
             .with_head(id, head)
-            .spool_past(self.limits.spool_threshold);
-        self.reply(Reply::start_data());
-        self.mode = SessionMode::Data(Box::new(receiver));
+            .spool_past(self.limits.spool_threshold)
     }
 
     /// The end of DATA: refuse, or hand the message over for delivery.

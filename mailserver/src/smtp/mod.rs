@@ -7,10 +7,12 @@
 //!   [`reply`]: every code and enhanced code.
 //! - [`connection`]: the adapter between the connection driver, the session and the store.
 //!
-//! AUTH, BDAT and relaying answer `502` for now; the session keeps the hooks for them
-//! (one `match` arm each), and the checks of the delivery pipeline belong between the end of
-//! DATA and [`Action::Deliver`].
+//! - [`bdat`]: CHUNKING (RFC 3030) into the same receiver as DATA.
+//!
+//! A finished message leaves as [`Action::Deliver`]; the connection runs it through the
+//! delivery pipeline (`crate::pipeline`) and reports the outcome back.
 
+pub mod bdat;
 pub mod connection;
 pub mod data;
 pub mod envelope;

@@ -61,6 +61,7 @@ impl Reply {
             "ENHANCEDSTATUSCODES".to_string(),
             "SMTPUTF8".to_string(),
             "DSN".to_string(),
+            "CHUNKING".to_string(),
         ]);
         Self {
             code: 250,
@@ -373,7 +374,7 @@ mod tests {
             (
                 Reply::ehlo("mx.test", "client.test", 1000),
                 "250-mx.test greets client.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n\
-                 250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 DSN\r\n",
+                 250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250-DSN\r\n250 CHUNKING\r\n",
             ),
             // Line breaks in the text cannot forge a second reply.
             (Reply::ok("a\r\n250 b"), "250 2.0.0 a250 b\r\n"),

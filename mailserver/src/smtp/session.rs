@@ -137,6 +137,13 @@ pub(super) struct Transaction {
 pub(super) enum Mode {
     Command,
     Data(Box<DataReceiver>),
+    /// Reading this many more bytes of a BDAT chunk (into `Session::bdat`, or discarded
+    /// when there is none); `last` ends the message.
+    Bdat {
+        remaining: usize,
+        size: usize,
+        last: bool,
+    },
     /// A lookup for this RCPT address is outstanding.
     Lookup(String),
     /// The delivery of the transaction with this id is outstanding.
@@ -149,10 +156,10 @@ pub struct Session {
     pub(super) peer: IpAddr,
     pub(super) limits: Limits,
     pub(super) clock: fn() -> DateTime<Utc>,
-    input: Vec<u8>,
+    pub(super) input: Vec<u8>,
     /// How much of `input` has been worked through: many pipelined commands in one read cost
     /// one compaction, not one shift each.
-    start: usize,
+    pub(super) start: usize,
     pub(super) mode: Mode,
     /// Dropping an over-long command line up to its LF.
     discarding: bool,
@@ -163,6 +170,8 @@ pub struct Session {
     pub(super) security: Security,
     /// The DSN parameters of the RCPT whose lookup is outstanding.
     pub(super) pending_dsn: Dsn,
+    /// The message being received in BDAT chunks (RFC 3030).
+    pub(super) bdat: Option<Box<DataReceiver>>,
     /// The account the session authenticated as (SMTP AUTH).
     pub(super) authenticated: Option<String>,
     /// An outbound queue exists: remote recipients can be relayed or forwarded.
@@ -190,6 +199,7 @@ impl Session {
             out,
             security: Security::default(),
             pending_dsn: Dsn::default(),
+            bdat: None,
             authenticated: None,
             outbound: false,
         }
@@ -218,6 +228,7 @@ impl Session {
         self.security.starttls = false;
         self.helo = None;
         self.tx = None;
+        self.bdat = None;
     }
 
     /// Uses `clock` for the `Received` date (tests).
@@ -253,7 +264,7 @@ impl Session {
 
     /// Whether the client is sending a message (the connection may wait longer then).
     pub fn in_data(&self) -> bool {
-        matches!(self.mode, Mode::Data(_))
+        matches!(self.mode, Mode::Data(_) | Mode::Bdat { .. })
     }
 
     /// The client was silent too long or the session too long: `421` and close.
@@ -308,6 +319,10 @@ impl Session {
         }
     }
 
+    pub(super) fn push_action(&mut self, action: Action) {
+        self.out.push_back(action);
+    }
+
     pub(super) fn ask(&mut self, action: Action) {
         match &action {
             Action::Lookup(address) => self.mode = Mode::Lookup(address.clone()),
@@ -336,6 +351,7 @@ impl Session {
     fn step(&mut self) -> bool {
         match &mut self.mode {
             Mode::Lookup(_) | Mode::Deliver(_) | Mode::Closed => false,
+            Mode::Bdat { .. } => self.bdat_step(),
             Mode::Data(receiver) => match receiver.feed(&self.input[self.start..]) {
                 DataProgress::More => {
                     self.input.clear();
@@ -415,8 +431,13 @@ impl Session {
             }
             Request::Rcpt { to } => self.rcpt(to),
             Request::Data => self.data_start(),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat_start(chunk_size, is_last),
             Request::Rset => {
                 self.tx = None;
+                self.bdat = None;
                 self.reply(Reply::ok("Ok"));
             }
             Request::Noop { .. } => self.reply(Reply::ok("Ok")),
@@ -436,8 +457,7 @@ impl Session {
             )),
             // LMTP's greeting has no place on an SMTP port.
             Request::Lhlo { .. } => self.reject(Reject::UnknownCommand),
-            other @ (Request::Bdat { .. }
-            | Request::Auth { .. }
+            other @ (Request::Auth { .. }
             | Request::StartTls
             | Request::Expn { .. }
             | Request::Etrn { .. }
@@ -449,6 +469,7 @@ impl Session {
     fn hello(&mut self, host: &str, extended: bool) {
         // EHLO/HELO also ends any transaction (RFC 5321 section 4.1.4).
         self.tx = None;
+        self.bdat = None;
         self.helo = Some(Helo {
             name: host.to_string(),
             extended,
@@ -496,7 +517,7 @@ pub(in crate::smtp) mod tests {
     pub const GREETING: &str = "220 mx.test ESMTP ready\r\n";
     pub const EHLO: &str = "250-mx.test greets c.test\r\n250-PIPELINING\r\n250-SIZE 10000\r\n\
                             250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n\
-                            250 DSN\r\n";
+                            250-DSN\r\n250 CHUNKING\r\n";
 
     pub fn limits() -> Limits {
         Limits {
@@ -656,10 +677,10 @@ pub(in crate::smtp) mod tests {
             ),
             (
                 "unknown and not implemented",
-                "EHLO c.test\r\nFOO bar\r\nBDAT 10 LAST\r\nSTARTTLS\r\nAUTH PLAIN\r\nEXPN staff\r\nLHLO x\r\n\r\n",
+                "EHLO c.test\r\nFOO bar\r\nSTARTTLS\r\nAUTH PLAIN\r\nEXPN staff\r\nLHLO x\r\n\r\n",
                 format!(
                     "{GREETING}{EHLO}500 5.5.1 command not recognized\r\n\
-                     502 5.5.1 BDAT not implemented\r\n502 5.5.1 STARTTLS not implemented\r\n\
+                     502 5.5.1 STARTTLS not implemented\r\n\
                      502 5.5.1 AUTH not implemented\r\n502 5.5.1 EXPN not implemented\r\n\
                      500 5.5.1 command not recognized\r\n500 5.5.1 command not recognized\r\n"
                 ),
