@@ -111,10 +111,10 @@ mod tests {
 
     #[test]
     fn refused_chunks_are_read_whole() {
-        let outcome = run(&format!(
+        let outcome = run(
             "EHLO c.test\r\nBDAT 6\r\nNOOP\r\nBDAT 6 LAST\r\nQUIT\r\nNOOP\r\n\
-             MAIL FROM:<a@x.test>\r\nRCPT TO:<nobody@example.test>\r\nBDAT 6 LAST\r\nRSET\r\nNOOP\r\n"
-        ));
+             MAIL FROM:<a@x.test>\r\nRCPT TO:<nobody@example.test>\r\nBDAT 6 LAST\r\nRSET\r\nNOOP\r\n",
+        );
         assert_eq!(
             outcome.transcript,
             format!(
