@@ -25,7 +25,7 @@ use crate::store::{Folder, MessageMeta, Recipient, Store};
 
 /// Runs an SMTP session over `data`: the first byte picks the read size (1 to 256 bytes),
 /// the rest is what the client sends. Recipients starting with `u` are unknown, `f` fail, `n`
-/// are not hosted, others are local; deliveries fail when the message holds `FAIL`.
+/// are not hosted, `r` forward elsewhere, others are local; deliveries fail when the message holds `FAIL`.
 pub fn smtp(data: &[u8]) -> Vec<u8> {
     let Some((&first, input)) = data.split_first() else {
         return Vec::new();
@@ -66,6 +66,7 @@ fn lookup(address: &str) -> Lookup {
         Some(b'u') => Lookup::UnknownUser,
         Some(b'f') => Lookup::Failed,
         Some(b'n') => Lookup::NotHosted,
+        Some(b'r') => Lookup::Remote(vec!["x@remote.fuzz.test".into()]),
         _ => Lookup::Local(Recipient {
             mailbox_id: 1,
             address: address.to_ascii_lowercase(),
