@@ -31,7 +31,7 @@ ensure_run_deps() {
 # What the test suite needs on top: Python for the real mail clients, Garage for S3.
 ensure_test_deps() {
     ensure_run_deps
-    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9
+    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-authres python3-nacl bind9-utils bind9
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

@@ -105,7 +105,8 @@ for spec in sys.argv[3:]:
     s.quit()
 "#;
 
-/// Signs a message with dkimpy (`sign KEY OUT`), and writes a tampered copy (`OUT.tampered`).
+/// Signs a message with dkimpy (`sign KEY OUT`), writes a tampered copy (`OUT.tampered`) and
+/// an ARC-sealed message from a list at `signed.test` (`OUT.sealed`; needs python3-authres).
 const SIGN: &str = r#"
 import dkim, sys
 key = open(sys.argv[1], 'rb').read()
@@ -115,6 +116,11 @@ msg = (b"From: Dee <dee@signed.test>\r\nTo: alice@example.test\r\nSubject: signe
        b"hello, signed\r\n")
 sig = dkim.sign(msg, b"sel", b"signed.test", key, include_headers=[b"from", b"to", b"subject"])
 open(sys.argv[2], 'wb').write(sig + msg)
+sealed = (b"Authentication-Results: lists.signed.test; spf=pass smtp.mailfrom=dee@signed.test\r\n"
+          b"From: Dee <dee@signed.test>\r\nTo: alice@example.test\r\nSubject: sealed\r\n\r\n"
+          b"hello, sealed\r\n")
+seal = dkim.arc_sign(sealed, b"sel", b"signed.test", key, b"lists.signed.test")
+open(sys.argv[2] + '.sealed', 'wb').write(b"".join(seal) + sealed)
 open(sys.argv[2] + '.tampered', 'wb').write((sig + msg).replace(b"hello, signed", b"hello, forged").replace(b"Subject: signed", b"Subject: tampered"))
 "#;
 
@@ -197,6 +203,7 @@ async fn spf_dkim_dmarc_verdicts_reach_the_mailbox() {
     assert!(status.success(), "dkimpy signs (Debian python3-dkim)");
     let signed = signed.display().to_string();
     let tampered = format!("{signed}.tampered");
+    let sealed = format!("{signed}.sealed");
     let d = dir.path();
     let cases = [
         (
@@ -242,6 +249,7 @@ async fn spf_dkim_dmarc_verdicts_reach_the_mailbox() {
             "a@quar.test",
             message(d, "6", "a@quar.test", "dmarc quarantine"),
         ),
+        ("127.0.0.3", "lists.signed.test", "list@signed.test", sealed),
     ];
     let specs: Vec<String> = cases
         .iter()
@@ -268,7 +276,11 @@ async fn spf_dkim_dmarc_verdicts_reach_the_mailbox() {
     let inbox = folder(&world, "INBOX").await;
     let junk = folder(&world, "Junk").await;
     let check = |messages: &[String], subject: &str, want: &[&str]| {
-        let found = results(messages, subject);
+        // Other hosts' results (the list's, in "sealed") stay; ours is the only one of ours.
+        let found: Vec<String> = results(messages, subject)
+            .into_iter()
+            .filter(|h| h.starts_with("Authentication-Results: mx.example.test"))
+            .collect();
         assert_eq!(
             found.len(),
             1,
@@ -291,6 +303,8 @@ async fn spf_dkim_dmarc_verdicts_reach_the_mailbox() {
         ],
     );
     check(&inbox, "tampered", &["dkim=fail"]);
+    check(&inbox, "sealed", &["arc=pass smtp.remote-ip=127.0.0.3"]);
+    check(&inbox, "spf pass", &["arc=none"]);
     check(
         &inbox,
         "spf pass",
