@@ -212,7 +212,7 @@ impl Config {
             dmarc_quarantine: self.dmarc_quarantine,
             spf_fail: self.spf_fail,
             srs_secret,
-            outbound: None,
+            ..PipelineSettings::default()
         }
     }
 

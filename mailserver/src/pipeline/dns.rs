@@ -1,29 +1,32 @@
-//! The DNS resolver of the authentication checks: one per configured server and timeout for
-//! the whole process, so its cache serves every connection.
+//! The DNS resolver of the authentication checks: built on first use and shared by every
+//! connection of one server (the clones of its [`PipelineSettings`]), so its cache serves them
+//! all. Not process-wide: a resolver's sockets belong to the runtime that opened them.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mail_auth::MessageAuthenticator;
 use mail_auth::hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use mail_auth::hickory_resolver::system_conf::read_system_conf;
 
-type Key = (Option<SocketAddr>, Duration);
+use super::PipelineSettings;
 
-/// The authenticator for `server` (the system's resolver when `None`); `None` when the system
-/// configuration cannot be read (the checks then record `temperror`).
-pub fn authenticator(
-    server: Option<SocketAddr>,
-    timeout: Duration,
-) -> Option<MessageAuthenticator> {
-    static ALL: OnceLock<Mutex<HashMap<Key, MessageAuthenticator>>> = OnceLock::new();
-    let all = ALL.get_or_init(Default::default);
-    let mut all = all.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(found) = all.get(&(server, timeout)) {
-        return Some(found.clone());
-    }
+/// The resolver slot of one server's settings; a fresh one per [`Default`].
+#[derive(Clone, Default)]
+pub struct ResolverSlot(Arc<OnceLock<Option<MessageAuthenticator>>>);
+
+/// The authenticator for `settings`; `None` when the system configuration cannot be read (the
+/// checks then record `temperror`).
+pub fn authenticator(settings: &PipelineSettings) -> Option<MessageAuthenticator> {
+    settings
+        .resolver
+        .0
+        .get_or_init(|| build(settings.dns_server, settings.dns_timeout))
+        .clone()
+}
+
+fn build(server: Option<SocketAddr>, timeout: Duration) -> Option<MessageAuthenticator> {
     let (config, mut opts) = match server {
         Some(server) => (
             ResolverConfig::from_parts(
@@ -43,13 +46,11 @@ pub fn authenticator(
     };
     opts.timeout = timeout;
     opts.attempts = 1;
-    let built = match MessageAuthenticator::new(config, opts) {
-        Ok(built) => built,
+    match MessageAuthenticator::new(config, opts) {
+        Ok(built) => Some(built),
         Err(error) => {
             tracing::warn!(%error, "cannot build the DNS resolver");
-            return None;
+            None
         }
-    };
-    all.insert((server, timeout), built.clone());
-    Some(built)
+    }
 }

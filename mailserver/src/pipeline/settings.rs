@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Outbound;
+use super::dns::ResolverSlot;
 
 /// What a failed check leads to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -39,6 +40,8 @@ pub struct PipelineSettings {
     /// The outbound queue, for relayed and forwarded recipients; without it, remote
     /// recipients are refused at RCPT.
     pub outbound: Option<Arc<dyn Outbound>>,
+    /// The resolver, built on first use and shared by the clones of these settings.
+    pub resolver: ResolverSlot,
 }
 
 impl Default for PipelineSettings {
@@ -52,6 +55,7 @@ impl Default for PipelineSettings {
             spf_fail: OnFail::Accept,
             srs_secret: None,
             outbound: None,
+            resolver: ResolverSlot::default(),
         }
     }
 }

@@ -10,9 +10,6 @@ pub mod dmarc;
 pub mod results;
 pub mod spf;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use mail_auth::AuthenticatedMessage;
 
 use super::settings::{OnFail, PipelineSettings};
@@ -21,8 +18,7 @@ use crate::smtp::Reply;
 
 /// The SPF/DKIM/ARC/DMARC check.
 pub struct SenderAuthentication {
-    dns_server: Option<SocketAddr>,
-    dns_timeout: Duration,
+    settings: PipelineSettings,
     dmarc_reject: OnFail,
     dmarc_quarantine: OnFail,
     spf_fail: OnFail,
@@ -31,8 +27,7 @@ pub struct SenderAuthentication {
 impl SenderAuthentication {
     pub fn new(settings: &PipelineSettings) -> Self {
         Self {
-            dns_server: settings.dns_server,
-            dns_timeout: settings.dns_timeout,
+            settings: settings.clone(),
             dmarc_reject: settings.dmarc_reject,
             dmarc_quarantine: settings.dmarc_quarantine,
             spf_fail: settings.spf_fail,
@@ -66,7 +61,7 @@ impl Check for SenderAuthentication {
 
     async fn check(&self, input: &CheckInput<'_>) -> Verdict {
         let envelope = &input.message.envelope;
-        let authenticator = super::dns::authenticator(self.dns_server, self.dns_timeout);
+        let authenticator = super::dns::authenticator(&self.settings);
         let Some(auth) = authenticator else {
             return Verdict {
                 disposition: Disposition::Accept,
