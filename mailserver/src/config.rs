@@ -163,6 +163,11 @@ pub struct Config {
     /// original envelope sender without one.
     #[arg(long, env = "MAIL_SRS_SECRET_FILE")]
     pub srs_secret_file: Option<PathBuf>,
+
+    /// Seconds a POP3 maildrop lock outlives its server process (a pod that died); live
+    /// sessions renew theirs every third of it.
+    #[arg(long, env = "MAIL_POP3_LOCK_TTL", default_value_t = 60)]
+    pub pop3_lock_ttl: u64,
 }
 
 impl Config {

@@ -54,7 +54,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let srs_secret = config.srs_secret()?;
     let ctx = Arc::new(Context {
         store: Store::new(backends.pool.clone(), backends.blobs.clone())
-            .with_addressing(config.addressing(srs_secret.clone())),
+            .with_addressing(config.addressing(srs_secret.clone()))
+            .with_maildrop_lock_ttl(Duration::from_secs(config.pop3_lock_ttl)),
         auth: Authenticator::new(backends.pool.clone()),
         settings: Settings {
             hostname: config.hostname.clone(),
@@ -64,6 +65,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     });
     let _collector = ctx.store.spawn_collector();
+    let maildrop_locks = ctx.store.maildrop_locks().clone();
     let tls = certificates.as_ref().map(|(certs, _)| Acceptors {
         tls13: certs.acceptor(Versions::Tls13Only),
         tls12: certs.acceptor(Versions::Tls12And13),
@@ -102,6 +104,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    // Every connection is closed: leases a dropped session had no time to release go now.
+    if let Err(error) = maildrop_locks.release_all().await {
+        tracing::warn!(%error, "POP3 maildrop locks not released; they expire");
+    }
     backends.close().await;
     drop(scratch);
     Ok(())

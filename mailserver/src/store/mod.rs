@@ -22,6 +22,7 @@
 mod blobs;
 mod delivery;
 mod imap_ops;
+mod maildrop_lock;
 mod messages;
 mod recipients;
 mod route;
@@ -29,6 +30,7 @@ mod summary;
 
 pub use blobs::Collected;
 pub use delivery::{Delivered, blob_key};
+pub use maildrop_lock::{MaildropLease, MaildropLocks};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
 pub use route::{Addressing, Route};
@@ -65,14 +67,17 @@ pub struct Store {
     db: PgPool,
     blobs: Arc<dyn BlobStore>,
     addressing: Arc<Addressing>,
+    maildrop_locks: Arc<MaildropLocks>,
 }
 
 impl Store {
     pub fn new(db: PgPool, blobs: Arc<dyn BlobStore>) -> Self {
+        let maildrop_locks = MaildropLocks::new(db.clone(), maildrop_lock::DEFAULT_TTL);
         Self {
             db,
             blobs,
             addressing: Arc::default(),
+            maildrop_locks,
         }
     }
 
@@ -80,6 +85,18 @@ impl Store {
     pub fn with_addressing(mut self, addressing: Addressing) -> Self {
         self.addressing = Arc::new(addressing);
         self
+    }
+
+    /// The same store with POP3 maildrop leases that expire `ttl` after their holder stops
+    /// renewing them (a process that died).
+    pub fn with_maildrop_lock_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.maildrop_locks = MaildropLocks::new(self.db.clone(), ttl);
+        self
+    }
+
+    /// This process's POP3 maildrop locks.
+    pub fn maildrop_locks(&self) -> &Arc<MaildropLocks> {
+        &self.maildrop_locks
     }
 
     pub fn db(&self) -> &PgPool {
