@@ -7,11 +7,13 @@
 //!   [`reply`]: every code and enhanced code.
 //! - [`connection`]: the adapter between the connection driver, the session and the store.
 //!
+//! - [`auth`]: AUTH on submission listeners (RFC 4954), through the one login service.
 //! - [`bdat`]: CHUNKING (RFC 3030) into the same receiver as DATA.
 //!
 //! A finished message leaves as [`Action::Deliver`]; the connection runs it through the
 //! delivery pipeline (`crate::pipeline`) and reports the outcome back.
 
+pub mod auth;
 pub mod bdat;
 pub mod connection;
 pub mod data;

@@ -21,6 +21,7 @@ use smtp_proto::{Error as ParseError, Request};
 use super::Limits;
 use super::data::{DataProgress, DataReceiver};
 use super::reply::{Reject, Reply};
+use crate::auth::SaslInput;
 use crate::pipeline::{Dsn, Envelope, MailParams, Rcpt};
 use crate::store::Recipient;
 
@@ -36,6 +37,8 @@ pub enum Action {
     /// Run the pipeline on this message and store or queue it for its recipients; answer with
     /// [`Session::delivered`] or [`Session::refused`].
     Deliver(Delivery),
+    /// Run this SASL step through the login service; answer with [`Session::auth_done`].
+    Auth(SaslInput),
     /// Close the connection (after sending the replies before this).
     Close,
     /// Run the TLS handshake, then call [`Session::tls_started`]. Input after STARTTLS was
@@ -52,6 +55,8 @@ pub struct Security {
     pub tls: bool,
     /// A submission listener: mail needs authentication (and TLS first).
     pub submission: bool,
+    /// Passwords may cross this connection without TLS (loopback, or a listener without TLS).
+    pub plaintext_login: bool,
 }
 
 /// A complete message, trace headers included, the mailboxes here it goes to, and its
@@ -148,6 +153,10 @@ pub(super) enum Mode {
     Lookup(String),
     /// The delivery of the transaction with this id is outstanding.
     Deliver(String),
+    /// A SASL step is with the login service.
+    Auth,
+    /// A `334` challenge went out: the next line is the client's response.
+    AuthResponse,
     Closed,
 }
 
@@ -168,12 +177,12 @@ pub struct Session {
     errors: usize,
     out: VecDeque<Action>,
     pub(super) security: Security,
+    /// The address the client authenticated as (AUTH on submission).
+    pub(super) authenticated: Option<String>,
     /// The DSN parameters of the RCPT whose lookup is outstanding.
     pub(super) pending_dsn: Dsn,
     /// The message being received in BDAT chunks (RFC 3030).
     pub(super) bdat: Option<Box<DataReceiver>>,
-    /// The account the session authenticated as (SMTP AUTH).
-    pub(super) authenticated: Option<String>,
     /// An outbound queue exists: remote recipients can be relayed or forwarded.
     pub(super) outbound: bool,
 }
@@ -198,9 +207,9 @@ impl Session {
             errors: 0,
             out,
             security: Security::default(),
+            authenticated: None,
             pending_dsn: Dsn::default(),
             bdat: None,
-            authenticated: None,
             outbound: false,
         }
     }
@@ -229,6 +238,11 @@ impl Session {
         self.helo = None;
         self.tx = None;
         self.bdat = None;
+        self.authenticated = None;
+    }
+
+    pub(super) fn security(&self) -> Security {
+        self.security
     }
 
     /// Uses `clock` for the `Received` date (tests).
@@ -313,6 +327,11 @@ impl Session {
     /// Sends a refusal; too many of them end the session.
     pub(super) fn reject(&mut self, reject: Reject) {
         self.reply(reject.reply());
+        self.errors_inc();
+    }
+
+    /// Counts a refused command; too many end the session.
+    pub(super) fn errors_inc(&mut self) {
         self.errors += 1;
         if self.errors >= self.limits.max_errors {
             self.close_with(Reject::TooManyErrors);
@@ -327,12 +346,13 @@ impl Session {
         match &action {
             Action::Lookup(address) => self.mode = Mode::Lookup(address.clone()),
             Action::Deliver(delivery) => self.mode = Mode::Deliver(delivery.id.clone()),
+            Action::Auth(_) => self.mode = Mode::Auth,
             Action::Reply(_) | Action::Spool(_) | Action::Close | Action::StartTls => {}
         }
         self.out.push_back(action);
     }
 
-    fn close_with(&mut self, reject: Reject) {
+    pub(super) fn close_with(&mut self, reject: Reject) {
         if self.is_closed() {
             return;
         }
@@ -350,7 +370,7 @@ impl Session {
     /// Works through buffered input until it yields actions; `false` when nothing can be done.
     fn step(&mut self) -> bool {
         match &mut self.mode {
-            Mode::Lookup(_) | Mode::Deliver(_) | Mode::Closed => false,
+            Mode::Lookup(_) | Mode::Deliver(_) | Mode::Auth | Mode::Closed => false,
             Mode::Bdat { .. } => self.bdat_step(),
             Mode::Data(receiver) => match receiver.feed(&self.input[self.start..]) {
                 DataProgress::More => {
@@ -375,7 +395,7 @@ impl Session {
                     true
                 }
             },
-            Mode::Command => {
+            Mode::Command | Mode::AuthResponse => {
                 let pending = &self.input[self.start..];
                 let Some(lf) = pending.iter().position(|&b| b == b'\n') else {
                     if pending.len() > self.limits.max_command_line {
@@ -394,11 +414,24 @@ impl Session {
     }
 
     fn command_line(&mut self, line: &[u8]) {
+        // A line after a `334` answers it, whatever it is; a bad one ends the exchange.
+        let auth_response = matches!(self.mode, Mode::AuthResponse);
+        if auth_response {
+            self.mode = Mode::Command;
+        }
         if std::mem::take(&mut self.discarding) || line.len() > self.limits.max_command_line {
             return self.reject(Reject::LineTooLong);
         }
         if std::str::from_utf8(line).is_err() {
             return self.reject(Reject::InvalidBytes);
+        }
+        if auth_response {
+            return self.auth_response(line);
+        }
+        // AUTH is parsed here: smtp_proto knows only its own list of mechanisms, and an
+        // unknown one deserves 504, not a syntax error.
+        if let Some(args) = super::auth::auth_args(line) {
+            return self.auth_command(args);
         }
         match Request::parse(&mut line.iter()) {
             Ok(request) => self.command(request),
@@ -410,15 +443,18 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.hello(&host, true),
             Request::Helo { host } => self.hello(&host, false),
-            // AUTH comes with another issue; until then submission takes no mail at all.
-            Request::Mail { .. } if self.security.submission && !self.security.tls => {
+            Request::Mail { .. }
+                if self.security.submission
+                    && !self.security.tls
+                    && !self.security.plaintext_login =>
+            {
                 self.reply(Reply::new(
                     530,
                     Some([5, 7, 0]),
                     "Must issue a STARTTLS command first",
                 ));
             }
-            Request::Mail { .. } if self.security.submission => {
+            Request::Mail { .. } if self.security.submission && self.authenticated.is_none() => {
                 self.reply(Reply::new(530, Some([5, 7, 0]), "Authentication required"));
             }
             Request::Mail { from } => self.mail(from),
@@ -482,6 +518,9 @@ impl Session {
             // RFC 8689 section 4: offered over TLS only.
             if self.security.tls {
                 reply.lines.push("REQUIRETLS".to_string());
+            }
+            if self.auth_offered() {
+                reply.lines.push(super::auth::ehlo_keyword());
             }
             reply
         } else {
@@ -614,6 +653,7 @@ pub(in crate::smtp) mod tests {
                     }
                     Action::Close => transcript.push_str("<close>"),
                     Action::StartTls => transcript.push_str("<starttls>"),
+                    Action::Auth(_) => transcript.push_str("<auth>"),
                 }
             }
             match chunks.next() {

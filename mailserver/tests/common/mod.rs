@@ -21,7 +21,7 @@ use std::sync::Arc;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mail_blobstore::FsBlobStore;
-use mailserver::auth::Authenticator;
+use mailserver::auth::{AuthSettings, Authenticator};
 use mailserver::context::Settings;
 use mailserver::pipeline::PipelineSettings;
 use mailserver::server::ServerConfig;
@@ -34,9 +34,19 @@ pub const DEFAULT_QUOTA: i64 = 10_000_000;
 
 /// A context on `pool` with bodies in `blobs` (a directory), calling itself `hostname`.
 pub fn context(pool: PgPool, blobs: &Path, hostname: &str) -> Arc<Context> {
+    context_with(pool, blobs, hostname, AuthSettings::default())
+}
+
+/// [`context`] with the login policy's settings `auth`.
+pub fn context_with(
+    pool: PgPool,
+    blobs: &Path,
+    hostname: &str,
+    auth: AuthSettings,
+) -> Arc<Context> {
     Arc::new(Context {
         store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs))),
-        auth: Authenticator::new(pool),
+        auth: Authenticator::with_settings(pool, auth),
         settings: Settings {
             hostname: hostname.to_string(),
             ..Settings::default()
@@ -70,6 +80,7 @@ pub struct Builder {
     mailboxes: Vec<Mailbox>,
     folders: Vec<Folder>,
     server: Option<ServerConfig>,
+    auth: AuthSettings,
     pipeline: PipelineSettings,
     addressing: Addressing,
 }
@@ -84,6 +95,12 @@ impl Builder {
     /// How local parts are read (default: [`Addressing::default`]).
     pub fn addressing(mut self, addressing: Addressing) -> Self {
         self.addressing = addressing;
+        self
+    }
+
+    /// The login policy's settings (default: [`AuthSettings::default`]).
+    pub fn auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -167,7 +184,7 @@ impl Builder {
         let ctx = Arc::new(Context {
             store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs.path())))
                 .with_addressing(self.addressing.clone()),
-            auth: Authenticator::new(pool.clone()),
+            auth: Authenticator::with_settings(pool.clone(), self.auth),
             settings: Settings {
                 hostname: self.hostname.clone(),
                 pipeline: self.pipeline.clone(),
@@ -277,6 +294,7 @@ impl TestServer {
             server: None,
             pipeline: PipelineSettings::default(),
             addressing: Addressing::default(),
+            auth: AuthSettings::default(),
         }
     }
 
