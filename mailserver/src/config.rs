@@ -63,12 +63,13 @@ pub struct Config {
 
     /// A listener, repeatable: `KIND=ADDRESS[,tls=none|implicit|starttls][,role=mx|submission]
     /// [,tls12=yes|no]`. KIND is `smtp`, `submission`, `submissions`, `imap`, `imaps`, `pop3`
-    /// or `pop3s`, each with its usual TLS mode and role. The environment variable takes
-    /// several separated by `;`. Default: the seven embedded listeners on 127.0.0.1
-    /// (SMTP 2525, submission 2587, submissions 2465, IMAP 2143, IMAPS 2993, POP3 2110,
-    /// POP3S 2995).
-    #[arg(long = "listen", env = "MAIL_LISTEN", value_delimiter = ';', value_parser = parse_listener)]
-    pub listen: Vec<ListenerSpec>,
+    /// or `pop3s`, each with its usual TLS mode and role, or `https` (client
+    /// self-configuration: autoconfig, autodiscover, .mobileconfig, MTA-STS policy). The
+    /// environment variable takes several separated by `;`. Default: the seven embedded
+    /// listeners on 127.0.0.1 (SMTP 2525, submission 2587, submissions 2465, IMAP 2143,
+    /// IMAPS 2993, POP3 2110, POP3S 2995) and HTTPS on 8443.
+    #[arg(long = "listen", env = "MAIL_LISTEN", value_delimiter = ';', value_parser = parse_listen)]
+    pub listen: Vec<Listen>,
 
     /// TLS certificate chain (PEM), e.g. a mounted Secret's `tls.crt`. Unset: a self-signed
     /// certificate under the data directory.
@@ -129,7 +130,14 @@ impl Config {
     /// The listeners asked for, or the embedded seven.
     pub fn listeners(&self) -> Vec<ListenerSpec> {
         if !self.listen.is_empty() {
-            return self.listen.clone();
+            return self
+                .listen
+                .iter()
+                .filter_map(|l| match l {
+                    Listen::Mail(spec) => Some(spec.clone()),
+                    Listen::Https(_) => None,
+                })
+                .collect();
         }
         [
             "smtp=127.0.0.1:2525",
@@ -145,6 +153,20 @@ impl Config {
         .collect()
     }
 
+    /// The HTTPS listeners asked for, or the embedded one (127.0.0.1:8443).
+    pub fn https_listeners(&self) -> Vec<SocketAddr> {
+        if self.listen.is_empty() {
+            return vec![SocketAddr::from(([127, 0, 0, 1], 8443))];
+        }
+        self.listen
+            .iter()
+            .filter_map(|l| match l {
+                Listen::Https(address) => Some(*address),
+                Listen::Mail(_) => None,
+            })
+            .collect()
+    }
+
     /// The connection rules of every listener.
     pub fn policy(&self) -> Policy {
         Policy {
@@ -156,6 +178,25 @@ impl Config {
             session_timeout: Some(Duration::from_secs(self.session_timeout)),
             ..Policy::default()
         }
+    }
+}
+
+/// One `--listen`: a mail protocol's listener, or HTTPS for client self-configuration.
+#[derive(Clone, Debug)]
+pub enum Listen {
+    Mail(ListenerSpec),
+    Https(SocketAddr),
+}
+
+/// Parses one `--listen` (see [`Config::listen`]).
+pub fn parse_listen(text: &str) -> Result<Listen, String> {
+    match text.trim().strip_prefix("https=") {
+        Some(address) => address
+            .trim()
+            .parse()
+            .map(Listen::Https)
+            .map_err(|_| format!("{address:?}: expected IP:PORT (https takes no settings)")),
+        None => parse_listener(text).map(Listen::Mail),
     }
 }
 
@@ -230,6 +271,10 @@ mod tests {
                 .iter()
                 .all(|l| l.address.ip().is_loopback())
         );
+        assert_eq!(
+            config.https_listeners(),
+            [SocketAddr::from(([127, 0, 0, 1], 8443))]
+        );
         assert_eq!(config.http_listen.port(), 8080);
         assert!(config.http_listen.ip().is_loopback());
         assert!(config.policy().proxy_trusted.is_empty());
@@ -243,8 +288,16 @@ mod tests {
             "smtp=0.0.0.0:25,tls=none",
             "--listen",
             "submission=[::]:587;imaps=0.0.0.0:993,tls12=yes",
+            "--listen",
+            "https=0.0.0.0:8443",
         ])
         .unwrap();
+        assert_eq!(
+            config.https_listeners(),
+            [SocketAddr::from(([0, 0, 0, 0], 8443))]
+        );
+        let only_mail = Config::try_parse_from(["mailserver", "--listen", "imap=0.0.0.0:143"]);
+        assert!(only_mail.unwrap().https_listeners().is_empty());
         let got: Vec<String> = config
             .listeners()
             .iter()
@@ -277,6 +330,8 @@ mod tests {
             "ftp=127.0.0.1:21",
             "imap=127.0.0.1:143,role=submission",
             "smtp=127.0.0.1:25,tls=maybe",
+            "https=127.0.0.1:8443,tls=none",
+            "https=:443",
         ] {
             let err = Config::try_parse_from(["mailserver", "--listen", bad]).unwrap_err();
             assert!(err.to_string().contains("--listen"), "{bad}: {err}");

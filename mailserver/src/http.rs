@@ -26,11 +26,14 @@ struct Ops {
 
 /// The routes; unknown paths get 404. `/readyz` turns false once `draining` is true.
 pub fn router(ctx: Arc<Context>, draining: watch::Receiver<bool>) -> Router {
+    // Client self-configuration too, for an ingress that terminates TLS in front of this port.
+    let clientconfig = crate::clientconfig::router(ctx.clone());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(Ops { ctx, draining })
+        .merge(clientconfig)
 }
 
 /// Serves `listener` until `shutdown` turns true; open requests finish first.

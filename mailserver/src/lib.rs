@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod bootstrap;
+pub mod clientconfig;
 pub mod config;
 pub mod context;
 pub mod driver;

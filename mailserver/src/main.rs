@@ -36,6 +36,7 @@ async fn main() {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let listeners = config.listeners();
+    let https = config.https_listeners();
     // `--ephemeral` keeps nothing, the self-signed certificate included.
     let scratch = match config.ephemeral {
         true => Some(
@@ -49,7 +50,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         || config.data_dir.join("tls"),
         |dir| dir.path().to_path_buf(),
     );
-    let certificates = certificates(&config, &listeners, &tls_dir)?;
+    let certificates = certificates(&config, &listeners, !https.is_empty(), &tls_dir)?;
     let backends = Backends::open(&config).await?;
     let ctx = Arc::new(Context {
         store: Store::new(backends.pool.clone(), backends.blobs.clone()),
@@ -61,6 +62,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     });
     let _collector = ctx.store.spawn_collector();
+    let https_ctx = ctx.clone();
     let tls = certificates.as_ref().map(|(certs, _)| Acceptors {
         tls13: certs.acceptor(Versions::Tls13Only),
         tls12: certs.acceptor(Versions::Tls12And13),
@@ -88,6 +90,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     println!("HTTP listening on {}", server.addresses.http);
+    let (https_stop, https_stopping) = tokio::sync::watch::channel(false);
+    let mut https_tasks = tokio::task::JoinSet::new();
+    for address in https {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for https on {address}: {e}"))?;
+        println!("HTTPS listening on {}", listener.local_addr()?);
+        let acceptor = certificates
+            .as_ref()
+            .map(|(certs, _)| certs.acceptor(Versions::Tls12And13))
+            .ok_or_else(|| anyhow::anyhow!("https on {address} needs a certificate"))?;
+        https_tasks.spawn(mailserver::clientconfig::serve_https(
+            listener,
+            acceptor,
+            mailserver::clientconfig::router(https_ctx.clone()),
+            https_stopping.clone(),
+        ));
+    }
     if let Some((_, fingerprint)) = &certificates {
         println!("TLS certificate SHA-256 fingerprint: {fingerprint}");
     }
@@ -99,19 +119,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;
+    let _ = https_stop.send(true);
+    while https_tasks.join_next().await.is_some() {}
     backends.close().await;
     drop(scratch);
     Ok(())
 }
 
 /// The configured certificate, or a self-signed one under the data directory; none when no
-/// listener uses TLS.
+/// listener uses TLS (HTTPS always does).
 fn certificates(
     config: &Config,
     listeners: &[mailserver::listener::ListenerSpec],
+    https: bool,
     self_signed_dir: &std::path::Path,
 ) -> anyhow::Result<Option<(Arc<Certificates>, String)>> {
-    if listeners.iter().all(|l| l.tls == TlsMode::None) {
+    if !https && listeners.iter().all(|l| l.tls == TlsMode::None) {
         return Ok(None);
     }
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {

@@ -1,6 +1,8 @@
 //! Client self-configuration documents for a hosted domain, from the same settings as its DNS
-//! records: Thunderbird autoconfig (`/mail/config-v1.1.xml`) and Outlook autodiscover (POX).
-//! Pure; the mail pods serve them over HTTPS.
+//! records: Thunderbird autoconfig (`/mail/config-v1.1.xml`), Outlook autodiscover (POX) and an
+//! Apple configuration profile (`.mobileconfig`). Pure; the mail pods serve them over HTTPS.
+
+use sha2::{Digest, Sha256};
 
 use crate::dns::DnsSettings;
 
@@ -68,6 +70,78 @@ pub fn outlook_autodiscover(email: &str, settings: &DnsSettings) -> String {
          </Account>\n  </Response>\n</Autodiscover>\n",
         protocol("IMAP", 993),
         protocol("SMTP", 465)
+    )
+}
+
+/// A UUID (version 4 layout) derived from `seed`, so a profile is the same on every pod and
+/// every request: a device replaces the profile it has instead of adding a second one.
+fn stable_uuid(seed: &str) -> String {
+    let mut b: [u8; 16] = Sha256::digest(seed.as_bytes())[..16]
+        .try_into()
+        .unwrap_or([0; 16]);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode_upper(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// An unsigned Apple configuration profile (`com.apple.mail.managed`) with one IMAP account for
+/// `email`: IMAP on 993 and submission on 465, both implicit TLS, password authentication.
+pub fn apple_mobileconfig(email: &str, settings: &DnsSettings) -> String {
+    let host = xml(&settings.mail_host);
+    let domain = email.rsplit_once('@').map_or(email, |(_, d)| d);
+    let reverse: Vec<&str> = domain.split('.').rev().collect();
+    let id = xml(&format!("{}.mail", reverse.join(".")));
+    let account_uuid = stable_uuid(&format!("account:{email}"));
+    let profile_uuid = stable_uuid(&format!("profile:{email}"));
+    let email = xml(email);
+    let domain = xml(domain);
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>
+<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">
+<plist version=\"1.0\">
+<dict>
+  <key>PayloadContent</key>
+  <array>
+    <dict>
+      <key>EmailAccountDescription</key><string>{email}</string>
+      <key>EmailAccountName</key><string>{email}</string>
+      <key>EmailAccountType</key><string>EmailTypeIMAP</string>
+      <key>EmailAddress</key><string>{email}</string>
+      <key>IncomingMailServerAuthentication</key><string>EmailAuthPassword</string>
+      <key>IncomingMailServerHostName</key><string>{host}</string>
+      <key>IncomingMailServerPortNumber</key><integer>993</integer>
+      <key>IncomingMailServerUseSSL</key><true/>
+      <key>IncomingMailServerUsername</key><string>{email}</string>
+      <key>OutgoingMailServerAuthentication</key><string>EmailAuthPassword</string>
+      <key>OutgoingMailServerHostName</key><string>{host}</string>
+      <key>OutgoingMailServerPortNumber</key><integer>465</integer>
+      <key>OutgoingMailServerUseSSL</key><true/>
+      <key>OutgoingMailServerUsername</key><string>{email}</string>
+      <key>OutgoingPasswordSameAsIncomingPassword</key><true/>
+      <key>PayloadDisplayName</key><string>{email}</string>
+      <key>PayloadIdentifier</key><string>{id}.account</string>
+      <key>PayloadType</key><string>com.apple.mail.managed</string>
+      <key>PayloadUUID</key><string>{account_uuid}</string>
+      <key>PayloadVersion</key><integer>1</integer>
+    </dict>
+  </array>
+  <key>PayloadDisplayName</key><string>{domain} mail</string>
+  <key>PayloadIdentifier</key><string>{id}</string>
+  <key>PayloadRemovalDisallowed</key><false/>
+  <key>PayloadType</key><string>Configuration</string>
+  <key>PayloadUUID</key><string>{profile_uuid}</string>
+  <key>PayloadVersion</key><integer>1</integer>
+</dict>
+</plist>
+"
     )
 }
 
@@ -151,5 +225,49 @@ for p in protocols:
 "#,
         )
         .expect("valid autodiscover");
+    }
+
+    #[test]
+    fn apple_profile_is_a_plist_with_one_imap_account() {
+        let document = apple_mobileconfig("alice@example.com", &settings());
+        let script = r#"
+import plistlib, sys
+p = plistlib.loads(sys.stdin.buffer.read())
+assert p["PayloadType"] == "Configuration" and p["PayloadVersion"] == 1
+[a] = p["PayloadContent"]
+assert a["PayloadType"] == "com.apple.mail.managed"
+assert a["EmailAccountType"] == "EmailTypeIMAP"
+assert a["EmailAddress"] == a["IncomingMailServerUsername"] == "alice@example.com"
+assert a["IncomingMailServerHostName"] == a["OutgoingMailServerHostName"] == "mail.example.net"
+assert (a["IncomingMailServerPortNumber"], a["OutgoingMailServerPortNumber"]) == (993, 465)
+assert a["IncomingMailServerUseSSL"] is True and a["OutgoingMailServerUseSSL"] is True
+assert a["PayloadUUID"] != p["PayloadUUID"]
+"#;
+        let out = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(document.as_bytes())?;
+                child.wait_with_output()
+            })
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The same address gives the same profile (a device replaces it, adds no second one).
+        assert_eq!(
+            document,
+            apple_mobileconfig("alice@example.com", &settings())
+        );
+        assert_ne!(document, apple_mobileconfig("bob@example.com", &settings()));
     }
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 pub enum Admission {
     Allowed,
     /// Refused until the ban ends (SMTP `421 4.7.0`, IMAP `* BYE`, POP3 `-ERR`).
-    Banned { remaining: Duration },
+    Banned {
+        remaining: Duration,
+    },
 }
 
 /// The shared login policy. Cheap to clone.
