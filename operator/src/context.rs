@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
@@ -38,8 +39,13 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Checks that DNS serves each MailDomain's records; `None` checks nothing.
     pub dns_check: Option<DnsChecker>,
+    /// The time, as key rotation sees it (tests move it by days without waiting).
+    pub clock: Clock,
     failures: Mutex<HashMap<String, u32>>,
 }
+
+/// A source of the current time.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 impl Context {
     pub fn new(
@@ -63,8 +69,14 @@ impl Context {
             dns,
             metrics,
             dns_check: None,
+            clock: Arc::new(Timestamp::now),
             failures: Mutex::default(),
         }
+    }
+
+    /// Now, by [`Context::clock`].
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
     }
 
     /// The same context, checking DNS with `checker`.

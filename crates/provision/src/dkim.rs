@@ -1,5 +1,7 @@
 //! DkimKey → a `dkim_keys` row. The operator generates the key pair into a Secret and stores
-//! it here with [`store_dkim_key_pair`]; until then the key columns stay NULL.
+//! it here with [`store_dkim_key_pair`]; until then the key columns stay NULL. Local mode has
+//! no Secrets: [`generate_missing_key_pair`] makes the pair straight into the row, where the
+//! mail server reads it either way.
 
 use mail_resources::DkimKeySpec;
 use sqlx::PgPool;
@@ -62,6 +64,42 @@ pub async fn store_dkim_key_pair(
     .await?
     .rows_affected();
     Ok(changed > 0)
+}
+
+/// Local mode: gives the key's row a new key pair of its algorithm if it has none. Never
+/// replaces a key that is there. Returns whether one was made.
+pub async fn generate_missing_key_pair(pool: &PgPool, spec: &DkimKeySpec) -> Result<bool, Error> {
+    let missing: Option<bool> = sqlx::query_scalar(
+        "SELECT k.private_key_pem IS NULL FROM dkim_keys k JOIN domains d ON d.id = k.domain_id
+         WHERE d.name = $1 AND k.selector = $2",
+    )
+    .bind(&spec.domain)
+    .bind(&spec.selector)
+    .fetch_optional(pool)
+    .await?;
+    if missing != Some(true) {
+        return Ok(false);
+    }
+    let algorithm = spec.algorithm;
+    // RSA generation is CPU work: off the async workers.
+    let pair = tokio::task::spawn_blocking(move || crate::keygen::generate(algorithm))
+        .await
+        .map_err(|e| Error::Conflict(format!("DKIM key generation stopped: {e}")))?
+        .map_err(|e| Error::Conflict(format!("DKIM key generation failed: {e}")))?;
+    // Only into a row that still has none (another process may have been quicker).
+    let stored = sqlx::query(
+        "UPDATE dkim_keys SET private_key_pem = $3, public_key = $4, updated_at = now()
+         WHERE selector = $2 AND domain_id = (SELECT id FROM domains WHERE name = $1)
+           AND private_key_pem IS NULL",
+    )
+    .bind(&spec.domain)
+    .bind(&spec.selector)
+    .bind(&pair.private_pem)
+    .bind(&pair.public_key)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(stored > 0)
 }
 
 /// Removes the key's row.

@@ -1,5 +1,6 @@
 //! DKIM key pairs: generated (RSA-2048 or Ed25519) as PKCS#8 PEM, and the public half read back
-//! from a PEM that a Secret already holds. Pure but for the random numbers.
+//! from a PEM that a Secret already holds. Pure but for the random numbers. The operator keeps
+//! the private key in a Secret; both it and local mode store the pair in the `dkim_keys` row.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

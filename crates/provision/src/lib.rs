@@ -4,12 +4,14 @@
 //! whole desired state.
 #![forbid(unsafe_code)]
 
+mod claim;
 pub mod clientconfig;
 mod desired;
 mod dkim;
 pub mod dns;
 mod domain;
 mod error;
+pub mod keygen;
 mod lookup;
 mod mailbox;
 pub mod manifests;
@@ -18,8 +20,9 @@ mod password;
 mod sync;
 mod validate;
 
+pub use claim::{claim_domain, domain_claimant, release_domain};
 pub use desired::{DEFAULT_NAMESPACE, Desired, SecretData};
-pub use dkim::{apply_dkim_key, delete_dkim_key, store_dkim_key_pair};
+pub use dkim::{apply_dkim_key, delete_dkim_key, generate_missing_key_pair, store_dkim_key_pair};
 pub use domain::{Options, apply_domain, delete_domain};
 pub use error::{Counts, Error, Outcome, Report};
 pub use lookup::{bucket_of, dkim_public_keys, domain_hosted, mailbox_count, used_bytes};

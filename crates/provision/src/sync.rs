@@ -6,7 +6,7 @@ use mail_blobstore::BlobStore;
 use sqlx::PgPool;
 
 use crate::desired::Desired;
-use crate::dkim::{apply_dkim_key, delete_dkim_key};
+use crate::dkim::{apply_dkim_key, delete_dkim_key, generate_missing_key_pair};
 use crate::domain::{Options, apply_domain, delete_domain};
 use crate::error::{Error, Outcome, Report};
 use crate::mailbox::{apply_mailbox, delete_mailbox};
@@ -83,7 +83,12 @@ pub async fn sync(
         report.mailboxes.add(outcome);
     }
     for key in &desired.dkim_keys {
-        report.dkim_keys.add(apply_dkim_key(pool, &key.spec).await?);
+        let mut outcome = apply_dkim_key(pool, &key.spec).await?;
+        // No Secrets here: the key pair goes straight into the row the mail server reads.
+        if generate_missing_key_pair(pool, &key.spec).await? && outcome == Outcome::Unchanged {
+            outcome = Outcome::Updated;
+        }
+        report.dkim_keys.add(outcome);
     }
 
     let wanted: BTreeSet<&str> = desired

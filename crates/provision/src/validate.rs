@@ -229,6 +229,8 @@ mod tests {
                 selector: selector.to_string(),
                 algorithm: DkimAlgorithm::Ed25519,
                 active: true,
+                rotate_after: None,
+                overlap: None,
             },
         )
     }

@@ -278,3 +278,65 @@ async fn a_typo_in_our_kind_or_version_refuses_the_apply() {
         assert_eq!(snapshot(&pool).await, before, "{wrong}: rows changed");
     }
 }
+
+/// The PEM and public key of `selector`'s row in a.test.
+async fn key_row(pool: &sqlx::PgPool, selector: &str) -> (String, Option<String>, Option<String>) {
+    sqlx::query_as(
+        "SELECT k.algorithm, k.private_key_pem, k.public_key FROM dkim_keys k
+         JOIN domains d ON d.id = k.domain_id WHERE d.name = 'a.test' AND k.selector = $1",
+    )
+    .bind(selector)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn local_mode_makes_each_dkim_key_pair_once_into_the_row() {
+    use mail_resources::DkimAlgorithm;
+    let pool = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = FsBlobStore::new(dir.path());
+    let options = Options::default();
+    let mut ed = dkim("a.test", "s2");
+    ed.algorithm = DkimAlgorithm::Ed25519;
+    let mut desired = state();
+    desired.dkim_keys.push(DkimKey::new("k2", ed));
+
+    sync(&pool, &blobs, &desired, &options).await.unwrap();
+    let mut pems = Vec::new();
+    for (selector, algorithm) in [
+        ("s1", DkimAlgorithm::Rsa2048),
+        ("s2", DkimAlgorithm::Ed25519),
+    ] {
+        let (stored, pem, public) = key_row(&pool, selector).await;
+        assert_eq!(stored, algorithm.as_str());
+        let pem = pem.expect("a private key in the row");
+        // The public key is the private key's, of the asked algorithm.
+        let pair = mail_provision::keygen::from_pem(algorithm, &pem).expect("a key of its kind");
+        assert_eq!(Some(pair.public_key), public, "{selector}");
+        pems.push(pem);
+    }
+    // Published as the operator's are: both selectors in the domain's DNS records.
+    let keys = mail_provision::dkim_public_keys(&pool, "a.test")
+        .await
+        .unwrap();
+    let selectors: Vec<&str> = keys.iter().map(|k| k.selector.as_str()).collect();
+    assert_eq!(selectors, ["s1", "s2"]);
+
+    // Again: nothing written, no key replaced.
+    let report = sync(&pool, &blobs, &desired, &options).await.unwrap();
+    assert!(!report.changed(), "{report}");
+    assert_eq!(key_row(&pool, "s1").await.1.as_ref(), Some(&pems[0]));
+
+    // A key of another algorithm asked for: the old pair is cleared and a new one made.
+    desired.dkim_keys[1].spec.algorithm = DkimAlgorithm::Rsa2048;
+    let report = sync(&pool, &blobs, &desired, &options).await.unwrap();
+    assert_eq!(report.dkim_keys.updated, 1, "{report}");
+    let (stored, pem, _) = key_row(&pool, "s2").await;
+    assert_eq!(stored, "rsa2048");
+    let pem = pem.expect("a new key");
+    assert_ne!(pem, pems[1]);
+    mail_provision::keygen::from_pem(DkimAlgorithm::Rsa2048, &pem).expect("an RSA key");
+    assert_eq!(key_row(&pool, "s1").await.1.as_ref(), Some(&pems[0]));
+}

@@ -43,6 +43,37 @@ pub struct DkimKeySpec {
     /// key stays published so that mail signed before a rotation still verifies.
     #[serde(default = "default_active")]
     pub active: bool,
+
+    /// Rotate the key when the active one is older than this (`<n>d`, `<n>h` or `<n>m`, e.g.
+    /// `90d`): a new key pair with the next selector (`<selector>-2`, `-3`...) goes into its
+    /// own Secret and the domain's DNS records, becomes active once DNS serves its TXT
+    /// record, and the replaced one stays published for `overlap`. Unset: no rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}[dhm]$"))]
+    pub rotate_after: Option<String>,
+
+    /// How long a replaced key stays published after its successor became active, so mail
+    /// signed just before still verifies (`<n>d`, `<n>h` or `<n>m`; default `7d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[1-9][0-9]{0,5}[dhm]$"))]
+    pub overlap: Option<String>,
+}
+
+/// A duration as `rotateAfter` and `overlap` write it: `<n>d`, `<n>h` or `<n>m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?}: expected a number and d, h or m (e.g. 90d)");
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        _ => return Err(bad()),
+    };
+    if n == 0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(n.saturating_mul(seconds)))
 }
 
 fn default_active() -> bool {
@@ -92,4 +123,42 @@ pub struct DkimKeyStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The selector the mail server signs with (the others are published only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_selector: Option<String>,
+    /// Every key pair of this DkimKey that is still published, oldest first: one, or during a
+    /// rotation the new one (`Pending` until DNS serves it) and the replaced one (`Retiring`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<DkimKeyVersion>,
+}
+
+/// One key pair of a DkimKey, under its own selector and Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DkimKeyVersion {
+    /// 1 for `spec.selector`, then one more per rotation.
+    pub number: u32,
+    pub selector: String,
+    /// The Secret holding its private key under `private.pem`.
+    pub secret_name: String,
+    /// `Pending` (published, not yet served by DNS), `Active` (signs) or `Retiring`
+    /// (published until `retireAt`).
+    pub state: KeyState,
+    /// When the key pair was made (RFC 3339).
+    pub created_at: String,
+    /// When it became active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_since: Option<String>,
+    /// When a retiring key is unpublished and its Secret deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retire_at: Option<String>,
+}
+
+/// Where a key is in its rotation.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyState {
+    #[default]
+    Pending,
+    Active,
+    Retiring,
 }

@@ -10,7 +10,9 @@ mod mailbox;
 mod maildomain;
 mod quantity;
 
-pub use dkimkey::{DkimAlgorithm, DkimKey, DkimKeySpec, DkimKeyStatus};
+pub use dkimkey::{
+    DkimAlgorithm, DkimKey, DkimKeySpec, DkimKeyStatus, DkimKeyVersion, KeyState, parse_duration,
+};
 pub use mailbox::{AuthSource, Mailbox, MailboxSpec, MailboxStatus, SecretKeyRef};
 pub use maildomain::{
     DnsOptions, DnsRecord, MailDomain, MailDomainSpec, MailDomainStatus, ReclaimPolicy,

@@ -20,7 +20,7 @@ const SECRET: &str = "/api/v1/namespaces/default/secrets/example-s1-dkim";
 const SECRETS: &str = "/api/v1/namespaces/default/secrets?&fieldManager=mail-operator";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events?";
 
-fn dkim_key(algorithm: DkimAlgorithm) -> DkimKey {
+pub(super) fn dkim_key(algorithm: DkimAlgorithm) -> DkimKey {
     let mut key = DkimKey::new(
         "example-s1",
         DkimKeySpec {
@@ -28,6 +28,8 @@ fn dkim_key(algorithm: DkimAlgorithm) -> DkimKey {
             selector: "s1".to_string(),
             algorithm,
             active: true,
+            rotate_after: None,
+            overlap: None,
         },
     );
     key.metadata.namespace = Some("default".to_string());
@@ -37,7 +39,7 @@ fn dkim_key(algorithm: DkimAlgorithm) -> DkimKey {
     key
 }
 
-async fn host_example(ctx: &crate::context::Context) {
+pub(super) async fn host_example(ctx: &crate::context::Context) {
     let spec = MailDomainSpec {
         domain: "example.test".to_string(),
         reclaim_policy: ReclaimPolicy::Retain,

@@ -33,12 +33,12 @@ impl DnsChecker {
     pub fn at(server: SocketAddr) -> Self {
         let servers = NameServerConfigGroup::from_ips_clear(&[server.ip()], server.port(), true);
         let config = ResolverConfig::from_parts(None, vec![], servers);
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+        // Each check asks afresh: a cached "no such name" would hide a record just published.
+        builder.options_mut().cache_size = 0;
         Self {
-            resolver: TokioResolver::builder_with_config(
-                config,
-                TokioConnectionProvider::default(),
-            )
-            .build(),
+            resolver: builder.build(),
         }
     }
 
@@ -67,6 +67,13 @@ impl DnsChecker {
             served.insert(key, values);
         }
         served
+    }
+}
+
+impl DnsChecker {
+    /// Whether DNS serves every one of `records`.
+    pub async fn serves(&self, records: &[DnsRecord]) -> bool {
+        missing(records, &self.served(records).await).is_empty()
     }
 }
 

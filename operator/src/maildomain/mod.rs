@@ -42,6 +42,18 @@ async fn apply(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
         observed_generation: domain.metadata.generation,
         ..MailDomainStatus::default()
     };
+    let owner = owner_of(domain);
+    if let Some(holder) = mail_provision::claim_domain(&ctx.pool, name, &owner).await? {
+        // The rows belong to the first resource; this one writes nothing until that one goes.
+        let verdict = Verdict::not_ready(
+            "DomainConflict",
+            format!(
+                "domain {name} is already served by MailDomain {holder}; this resource changes \
+                 nothing while that one exists"
+            ),
+        );
+        return status::conclude(ctx, domain, current, &verdict, Vec::new(), next).await;
+    }
     let verdict = match mail_provision::apply_domain(
         &ctx.pool,
         ctx.blobs.as_ref(),
@@ -108,9 +120,31 @@ async fn published_verdict(checker: &DnsChecker, records: &[mail_resources::DnsR
     }
 }
 
+/// `namespace/name`: who claims a domain.
+fn owner_of(domain: &MailDomain) -> String {
+    format!(
+        "{}/{}",
+        domain.metadata.namespace.as_deref().unwrap_or("default"),
+        domain.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 async fn cleanup(domain: &MailDomain, ctx: &Context) -> Result<Action, Error> {
-    let outcome =
-        mail_provision::delete_domain(&ctx.pool, ctx.blobs.as_ref(), &domain.spec.domain).await?;
-    tracing::info!(domain = %domain.spec.domain, ?outcome, "domain deleted");
+    let name = domain.spec.domain.as_str();
+    let owner = owner_of(domain);
+    // A resource that lost the claim made nothing, so it removes nothing.
+    if let Some(holder) = mail_provision::domain_claimant(&ctx.pool, name).await?
+        && holder != owner
+    {
+        tracing::info!(
+            domain = name,
+            holder,
+            "not deleting: another MailDomain serves it"
+        );
+        return Ok(Action::await_change());
+    }
+    let outcome = mail_provision::delete_domain(&ctx.pool, ctx.blobs.as_ref(), name).await?;
+    mail_provision::release_domain(&ctx.pool, name, &owner).await?;
+    tracing::info!(domain = name, ?outcome, "domain deleted");
     Ok(Action::await_change())
 }

@@ -173,3 +173,86 @@ async fn external_dns_gets_an_owned_dns_endpoint_and_loses_it_when_turned_off() 
     let status: MailDomainStatus = applied_status(&seen, STATUS);
     assert_eq!(status.dns_endpoint, None);
 }
+
+#[tokio::test]
+async fn a_second_maildomain_for_the_same_domain_is_a_conflict_and_changes_nothing() {
+    let (ctx, mut api, blobs) = fixtures::context().await;
+    let first = example(ReclaimPolicy::Delete);
+    let object = serde_json::to_value(&first).expect("JSON");
+    let (result, _) = run(&mut api, &ctx, &first, answers(object, vec![])).await;
+    result.expect("the first reconciles");
+
+    // Same domain, another namespace and name, another catch-all and policy.
+    let mut second = example(ReclaimPolicy::Delete);
+    second.metadata.namespace = Some("other".to_string());
+    second.metadata.name = Some("copy".to_string());
+    second.metadata.uid = Some("0000-copy".to_string());
+    second.spec.catch_all = Some("all@example.test".to_string());
+    let second_status = "/apis/mail.kubemail.io/v1alpha1/namespaces/other/maildomains/copy/status?&force=true&fieldManager=mail-operator";
+    let object = serde_json::to_value(&second).expect("JSON");
+    let (result, seen) = run(&mut api, &ctx, &second, answers(object.clone(), vec![])).await;
+    result.expect("reconcile");
+    let status: MailDomainStatus = applied_status(&seen, second_status);
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "DomainConflict")
+    );
+    assert!(
+        ready.message.contains("default/example"),
+        "{}",
+        ready.message
+    );
+    assert!(status.dns_records.is_empty());
+    assert_eq!(events(&seen), [("Warning".into(), "DomainConflict".into())]);
+    // The first one's row is untouched: no catch-all.
+    let catch_all: Option<String> =
+        sqlx::query_scalar("SELECT catch_all FROM domains WHERE name = 'example.test'")
+            .fetch_one(&ctx.pool)
+            .await
+            .expect("the row");
+    assert_eq!(catch_all, None);
+
+    // Deleting the second removes nothing (only its finalizer).
+    let mut gone = second.clone();
+    gone.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let (result, seen) = run(&mut api, &ctx, &gone, answers(object.clone(), vec![])).await;
+    result.expect("reconcile");
+    fixtures::assert_only_finalizer_removed(
+        &seen,
+        "/apis/mail.kubemail.io/v1alpha1/namespaces/other/maildomains/copy",
+        FINALIZER,
+    );
+    assert!(
+        mail_provision::domain_hosted(&ctx.pool, "example.test")
+            .await
+            .expect("query")
+    );
+    assert!(blobs.path().join("mail-example-test").is_dir());
+
+    // Once the first is deleted, the claim is free and the second takes the domain over.
+    let mut first_gone = example(ReclaimPolicy::Delete);
+    first_gone.metadata.deletion_timestamp = gone.metadata.deletion_timestamp.clone();
+    let first_object = serde_json::to_value(&first_gone).expect("JSON");
+    let (result, _) = run(&mut api, &ctx, &first_gone, answers(first_object, vec![])).await;
+    result.expect("reconcile");
+    let (result, seen) = run(&mut api, &ctx, &second, answers(object, vec![])).await;
+    result.expect("reconcile");
+    let status: MailDomainStatus = applied_status(&seen, second_status);
+    assert_eq!(
+        ready_of(&status.conditions),
+        ("True".into(), "Provisioned".into())
+    );
+    let catch_all: Option<String> =
+        sqlx::query_scalar("SELECT catch_all FROM domains WHERE name = 'example.test'")
+            .fetch_one(&ctx.pool)
+            .await
+            .expect("the row");
+    assert_eq!(catch_all.as_deref(), Some("all@example.test"));
+}

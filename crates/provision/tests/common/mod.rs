@@ -46,6 +46,8 @@ pub fn dkim(domain: &str, selector: &str) -> DkimKeySpec {
         selector: selector.to_string(),
         algorithm: DkimAlgorithm::Rsa2048,
         active: true,
+        rotate_after: None,
+        overlap: None,
     }
 }
 
