@@ -38,6 +38,15 @@ garage key allow --create-bucket operator
 kubectl -n "$ns" create secret generic mail-s3 --from-literal=secret-access-key="$s3_secret" \
     --dry-run=client -o yaml | kubectl apply -f -
 
+# The fleet's certificate, as cert-manager would write it (tls.crt, tls.key).
+certs=$(mktemp -d)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
+    -subj /CN=mail.example.test \
+    -addext subjectAltName=DNS:mail.example.test,DNS:mta-sts.example.test,DNS:autoconfig.example.test \
+    -keyout "$certs/tls.key" -out "$certs/tls.crt" 2>/dev/null
+kubectl -n "$ns" create secret tls mailserver-tls --cert="$certs/tls.crt" --key="$certs/tls.key" \
+    --dry-run=client -o yaml | kubectl apply -f -
+
 helm upgrade --install mail charts/mail-platform --namespace "$ns" \
     --set image.repository=kubemail/mail-operator --set image.tag="$tag" \
     --set image.pullPolicy=Never --set mailHost=mail.example.test \
@@ -56,7 +65,7 @@ echo "kind e2e: every resource Ready"
 # The fleet the operator owns, reached through its Service.
 until kubectl -n "$ns" get deployment/mailserver >/dev/null 2>&1; do sleep 2; done
 kubectl -n "$ns" rollout status deployment/mailserver --timeout=300s
-kubectl -n "$ns" port-forward service/mailserver 12525:25 12143:143 >/dev/null &
+kubectl -n "$ns" port-forward service/mailserver 12525:25 12143:143 12443:443 >/dev/null &
 forward=$!
 trap 'kill $forward' EXIT
 until python3 -c 'import socket; socket.create_connection(("127.0.0.1", 12525), 1)' 2>/dev/null; do
@@ -75,3 +84,10 @@ typ, found = imap.search(None, "SUBJECT", f'"{subject}"')
 assert typ == "OK" and found[0].split(), found
 print("kind e2e: a message went through the Service and was read back")
 PY
+# Client self-configuration over HTTPS, verified against the certificate made above.
+curl -sSf --cacert "$certs/tls.crt" --resolve mail.example.test:12443:127.0.0.1 \
+    "https://mail.example.test:12443/mail/config-v1.1.xml?emailaddress=alice@example.test" \
+    | grep -q '<hostname>mail.example.test</hostname>'
+curl -sSf --cacert "$certs/tls.crt" --resolve mta-sts.example.test:12443:127.0.0.1 \
+    https://mta-sts.example.test:12443/.well-known/mta-sts.txt | grep -q '^version: STSv1'
+echo "kind e2e: autoconfig and the MTA-STS policy served over HTTPS"

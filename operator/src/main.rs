@@ -3,6 +3,8 @@
 //! embedded default and development).
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod cel_rules;
 mod conditions;
 mod context;
 mod controller;

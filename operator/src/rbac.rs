@@ -16,8 +16,9 @@ pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
     ("mail.kubemail.io", "maildomains/status", &["patch"]),
     ("mail.kubemail.io", "mailboxes/status", &["patch"]),
     ("mail.kubemail.io", "dkimkeys/status", &["patch"]),
-    // Mailboxes read their password Secret and are woken by it; DkimKeys create and own theirs.
-    ("", "secrets", &["get", "list", "watch", "create"]),
+    // Mailboxes read their password Secret and are woken by it; DkimKeys create and own theirs
+    // and delete a rotated-out key's.
+    ("", "secrets", &["get", "list", "watch", "create", "delete"]),
     // spec.dns.externalDNS: the MailDomain's DNSEndpoint, removed when the option is off.
     ("externaldns.k8s.io", "dnsendpoints", &["patch", "delete"]),
     // The Recorder creates an Event and patches its series when it repeats.
@@ -31,6 +32,23 @@ pub const PERMISSIONS: &[(&str, &str, &[&str])] = &[
     ("apps", "deployments", &["patch"]),
     ("", "services", &["patch"]),
     ("policy", "poddisruptionbudgets", &["patch"]),
+    // The fleet's HPA, or its removal when the option is off.
+    (
+        "autoscaling",
+        "horizontalpodautoscalers",
+        &["patch", "delete"],
+    ),
+];
+
+/// Granted only when a chart value turns the feature on: (value, API group, resource, verbs).
+pub const OPTIONAL_PERMISSIONS: &[(&str, &str, &str, &[&str])] = &[
+    // fleet.certificate.issuer: the fleet's cert-manager Certificate.
+    (
+        "fleet.certificate.issuer=letsencrypt",
+        "cert-manager.io",
+        "certificates",
+        &["patch"],
+    ),
 ];
 
 #[cfg(test)]
@@ -39,7 +57,7 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    use super::PERMISSIONS;
+    use super::{OPTIONAL_PERMISSIONS, PERMISSIONS};
 
     fn chart() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/mail-platform")
@@ -122,14 +140,26 @@ mod tests {
                     .map(|verb| (group.to_string(), resource.to_string(), verb.to_string()))
             })
             .collect();
-        // Every Role and ClusterRole together, cluster-wide and for one watched namespace.
-        for extra in [&[][..], &["--set", "watchNamespace=mail"][..]] {
-            let all: BTreeSet<_> = rendered(extra)
+        let all = |extra: &[&str]| -> BTreeSet<_> {
+            rendered(extra)
                 .iter()
                 .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
                 .flat_map(granted)
-                .collect();
-            assert_eq!(all, used, "{extra:?}");
+                .collect()
+        };
+        // Every Role and ClusterRole together, cluster-wide and for one watched namespace.
+        for extra in [&[][..], &["--set", "watchNamespace=mail"][..]] {
+            assert_eq!(all(extra), used, "{extra:?}");
+        }
+        // An optional feature adds its own verbs, and only those.
+        for (value, group, resource, verbs) in OPTIONAL_PERMISSIONS {
+            let mut want = used.clone();
+            want.extend(
+                verbs
+                    .iter()
+                    .map(|verb| (group.to_string(), resource.to_string(), verb.to_string())),
+            );
+            assert_eq!(all(&["--set", value]), want, "{value}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! The fleet's objects applied by server-side apply under the operator's field manager.
 
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 
@@ -12,6 +13,30 @@ pub async fn apply(client: &Client, namespace: &str, fleet: &Fleet) -> Result<()
     apply_one(client, namespace, &fleet.deployment).await?;
     apply_one(client, namespace, &fleet.service).await?;
     apply_one(client, namespace, &fleet.pdb).await?;
+    match &fleet.hpa {
+        Some(hpa) => apply_one(client, namespace, hpa).await?,
+        // Switched off: the replica rule takes over, so an HPA left behind must not fight it.
+        None => {
+            let api: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), namespace);
+            match api.delete(NAME, &DeleteParams::default()).await {
+                Ok(_) => tracing::info!("fleet HPA removed"),
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    // cert-manager's Certificate: only with the option (and the RBAC that comes with it).
+    if let Some(certificate) = &fleet.certificate {
+        let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &ApiResource::from_gvk(&gvk));
+        api.patch(
+            NAME,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(certificate),
+        )
+        .await?;
+    }
     Ok(())
 }
 
@@ -45,14 +70,25 @@ mod tests {
     use crate::fleet::build::tests::settings;
 
     #[tokio::test]
-    async fn the_three_objects_go_out_by_server_side_apply() {
+    async fn the_objects_go_out_by_server_side_apply() {
         let (client, mut handle) = mock_client();
-        let fleet = build(&settings(), "mail", 2500);
+        let fleet = build(&settings(), "mail", 2500, &[]);
         let work = {
             let fleet = fleet.clone();
             async move { apply(&client, "mail", &fleet).await }
         };
-        let (result, seen) = serve(&mut handle, work, |s| (200, s.body.clone())).await;
+        let (result, seen) = serve(&mut handle, work, |s| {
+            if s.method == "DELETE" {
+                (
+                    404,
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                    "reason": "NotFound", "code": 404, "message": "not found"}),
+                )
+            } else {
+                (200, s.body.clone())
+            }
+        })
+        .await;
         result.expect("apply");
         let query = "?&force=true&fieldManager=mail-operator";
         assert_eq!(
@@ -63,6 +99,8 @@ mod tests {
                 format!(
                     "PATCH /apis/policy/v1/namespaces/mail/poddisruptionbudgets/mailserver{query}"
                 ),
+                "DELETE /apis/autoscaling/v2/namespaces/mail/horizontalpodautoscalers/mailserver?"
+                    .to_string(),
             ]
         );
         assert_eq!(seen[0].body["kind"], "Deployment");
@@ -75,6 +113,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let files: Vec<_> = seen
             .iter()
+            .take(3)
             .enumerate()
             .map(|(i, s)| {
                 let path = dir.path().join(format!("{i}.json"));
@@ -83,5 +122,46 @@ mod tests {
             })
             .collect();
         crate::fixtures::kubernetes_validate(&files);
+    }
+
+    #[tokio::test]
+    async fn an_hpa_and_a_certificate_when_the_settings_ask() {
+        let (client, mut handle) = mock_client();
+        let s = crate::fleet::Settings {
+            hpa_cpu_percent: Some(60),
+            certificate_issuer: Some("letsencrypt".to_string()),
+            ..settings()
+        };
+        let fleet = build(&s, "mail", 2500, &["example.com".to_string()]);
+        let work = {
+            let fleet = fleet.clone();
+            async move { apply(&client, "mail", &fleet).await }
+        };
+        let (result, seen) = serve(&mut handle, work, |s| (200, s.body.clone())).await;
+        result.expect("apply");
+        let query = "?&force=true&fieldManager=mail-operator";
+        let lines = lines(&seen);
+        assert_eq!(
+            lines[3..],
+            [
+                format!(
+                    "PATCH /apis/autoscaling/v2/namespaces/mail/horizontalpodautoscalers/mailserver{query}"
+                ),
+                format!(
+                    "PATCH /apis/cert-manager.io/v1/namespaces/mail/certificates/mailserver{query}"
+                ),
+            ]
+        );
+        assert!(
+            seen[0].body["spec"].get("replicas").is_none(),
+            "{}",
+            seen[0].body
+        );
+        assert_eq!(seen[3].body["kind"], "HorizontalPodAutoscaler");
+        assert_eq!(seen[4].body["spec"]["dnsNames"][1], "mta-sts.example.com");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hpa.json");
+        std::fs::write(&path, seen[3].body.to_string()).expect("write");
+        crate::fixtures::kubernetes_validate(&[path]);
     }
 }

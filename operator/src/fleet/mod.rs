@@ -1,5 +1,6 @@
-//! The mail-server fleet the operator owns: a Deployment, a LoadBalancer Service and a
-//! PodDisruptionBudget, built (pure, `build.rs`) from the settings and the number of mailboxes
+//! The mail-server fleet the operator owns: a Deployment, a LoadBalancer Service, a
+//! PodDisruptionBudget, optionally a HorizontalPodAutoscaler and a cert-manager Certificate,
+//! built (pure, `build.rs`) from the settings, the number of mailboxes and the hosted domains,
 //! and applied by server-side apply (`apply.rs`) at start and every minute after.
 
 mod apply;
@@ -59,6 +60,53 @@ pub struct Settings {
         default_value = "mail-s3"
     )]
     pub s3_secret: String,
+    /// The Secret with the servers' TLS certificate, as cert-manager writes it (`tls.crt`,
+    /// `tls.key`); the pods pick up a renewed one without restarting.
+    #[arg(
+        long = "fleet-tls-secret",
+        env = "FLEET_TLS_SECRET",
+        default_value = "mailserver-tls"
+    )]
+    pub tls_secret: String,
+    /// Create a cert-manager `Certificate` for the TLS Secret from this issuer, naming the mail
+    /// host and every hosted domain's `mta-sts.` and `autoconfig.` hosts. Unset: the Secret is
+    /// provided some other way.
+    #[arg(long = "fleet-certificate-issuer", env = "FLEET_CERTIFICATE_ISSUER")]
+    pub certificate_issuer: Option<String>,
+    /// `ClusterIssuer` or `Issuer`.
+    #[arg(
+        long = "fleet-certificate-issuer-kind",
+        env = "FLEET_CERTIFICATE_ISSUER_KIND",
+        default_value = "ClusterIssuer",
+        value_parser = ["ClusterIssuer", "Issuer"]
+    )]
+    pub certificate_issuer_kind: String,
+    /// Networks the load balancer sends PROXY protocol headers from (comma separated CIDRs).
+    /// Set: the pods require PROXY headers from them and the Service spreads traffic over the
+    /// cluster (`externalTrafficPolicy: Cluster`); unset: `Local` keeps client addresses.
+    #[arg(long = "fleet-proxy-trusted", env = "FLEET_PROXY_TRUSTED")]
+    pub proxy_trusted: Option<String>,
+    /// Scale by CPU with a HorizontalPodAutoscaler (target utilisation in percent, between
+    /// min and max replicas) instead of by the number of mailboxes.
+    #[arg(
+        long = "fleet-hpa-cpu-percent",
+        env = "FLEET_HPA_CPU_PERCENT",
+        value_parser = clap::value_parser!(i32).range(1..)
+    )]
+    pub hpa_cpu_percent: Option<i32>,
+    /// CPU and memory each pod requests (the HPA's utilisation is relative to the CPU).
+    #[arg(
+        long = "fleet-cpu-request",
+        env = "FLEET_CPU_REQUEST",
+        default_value = "250m"
+    )]
+    pub cpu_request: String,
+    #[arg(
+        long = "fleet-memory-request",
+        env = "FLEET_MEMORY_REQUEST",
+        default_value = "256Mi"
+    )]
+    pub memory_request: String,
     /// The host name the servers greet with.
     #[arg(skip)]
     pub hostname: String,
@@ -77,7 +125,12 @@ pub async fn run(client: Client, pool: PgPool, settings: Settings, namespace: St
                 sqlx::query_scalar("SELECT count(*) FROM mailboxes WHERE deleted_at IS NULL")
                     .fetch_one(&pool)
                     .await?;
-            let fleet = build(&settings, &namespace, mailboxes);
+            let domains: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM domains WHERE deleted_at IS NULL ORDER BY name",
+            )
+            .fetch_all(&pool)
+            .await?;
+            let fleet = build(&settings, &namespace, mailboxes, &domains);
             apply(&client, &namespace, &fleet).await?;
             anyhow::Ok(fleet.replicas())
         };
