@@ -32,6 +32,8 @@ ensure_run_deps() {
 ensure_test_deps() {
     ensure_run_deps
     apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9
+    # POP3 downloads by real clients (tests/pop3_clients.rs).
+    apt_install fetchmail getmail6
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

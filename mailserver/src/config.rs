@@ -124,6 +124,11 @@ pub struct Config {
     /// Most recipients of one SMTP transaction.
     #[arg(long, env = "MAIL_MAX_RECIPIENTS", default_value_t = 100)]
     pub max_recipients: usize,
+
+    /// Seconds a POP3 maildrop lock outlives its server process (a pod that died); live
+    /// sessions renew theirs every third of it.
+    #[arg(long, env = "MAIL_POP3_LOCK_TTL", default_value_t = 60)]
+    pub pop3_lock_ttl: u64,
 }
 
 impl Config {

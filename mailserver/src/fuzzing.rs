@@ -104,10 +104,22 @@ pub fn pop3(data: &[u8]) -> Vec<u8> {
                 PopAction::Login(credentials) => session.login_done(match &*credentials.password {
                     "secret" => LoginOutcome::Opened(maildrop([body.len(); 3])),
                     "down" => LoginOutcome::Unavailable,
+                    "busy" => LoginOutcome::InUse,
                     _ => LoginOutcome::Rejected,
                 }),
                 PopAction::Retrieve { body_lines, .. } => {
-                    PopAction::Reply(crate::pop3::reply::message(body, body_lines))
+                    let whole = crate::pop3::reply::message(body, body_lines);
+                    // Streamed in pieces as RETR sends it, the bytes must be the same.
+                    let piece = usize::from(data.first().copied().unwrap_or(1).max(1));
+                    let mut streamed =
+                        crate::pop3::reply::message_status(body.len() as u64, body_lines);
+                    let mut stuffer = crate::pop3::stuffing::Stuffer::new(body_lines);
+                    for chunk in body.chunks(piece) {
+                        stuffer.feed(chunk, &mut streamed);
+                    }
+                    stuffer.finish(&mut streamed);
+                    assert_eq!(whole, streamed, "streamed RETR differs");
+                    PopAction::Reply(whole)
                 }
                 PopAction::Update { uids, .. } => session.update_done(match uids.len() {
                     2 => Err(()),

@@ -53,7 +53,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let certificates = certificates(&config, &listeners, !https.is_empty(), &tls_dir)?;
     let backends = Backends::open(&config).await?;
     let ctx = Arc::new(Context {
-        store: Store::new(backends.pool.clone(), backends.blobs.clone()),
+        store: Store::new(backends.pool.clone(), backends.blobs.clone())
+            .with_maildrop_lock_ttl(Duration::from_secs(config.pop3_lock_ttl)),
         auth: Authenticator::new(backends.pool.clone()),
         settings: Settings {
             hostname: config.hostname.clone(),
@@ -63,6 +64,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     let _collector = ctx.store.spawn_collector();
     let https_ctx = ctx.clone();
+    let maildrop_locks = ctx.store.maildrop_locks().clone();
     let tls = certificates.as_ref().map(|(certs, _)| Acceptors {
         tls13: certs.acceptor(Versions::Tls13Only),
         tls12: certs.acceptor(Versions::Tls12And13),
@@ -121,6 +123,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     server.shutdown().await;
     let _ = https_stop.send(true);
     while https_tasks.join_next().await.is_some() {}
+    // Every connection is closed: leases a dropped session had no time to release go now.
+    if let Err(error) = maildrop_locks.release_all().await {
+        tracing::warn!(%error, "POP3 maildrop locks not released; they expire");
+    }
     backends.close().await;
     drop(scratch);
     Ok(())

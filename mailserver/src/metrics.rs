@@ -53,6 +53,8 @@ struct Metrics {
     logins: Family<ResultLabel, Counter>,
     refused: Family<ProtocolLabel, Counter>,
     tls_handshakes: Counter,
+    pop3_locks: Gauge,
+    pop3_in_use: Counter,
 }
 
 impl Metrics {
@@ -101,6 +103,18 @@ impl Metrics {
             "TLS handshakes completed (implicit TLS and STARTTLS)",
             tls_handshakes.clone(),
         );
+        let pop3_locks = Gauge::default();
+        let pop3_in_use = Counter::default();
+        registry.register(
+            "pop3_maildrop_locks",
+            "POP3 maildrop locks held by this process's sessions now",
+            pop3_locks.clone(),
+        );
+        registry.register(
+            "pop3_maildrop_in_use",
+            "POP3 logins refused with [IN-USE]: another session held the maildrop",
+            pop3_in_use.clone(),
+        );
         // Creating a series is all that is wanted here; the returned read guards are dropped.
         for protocol in PROTOCOLS {
             let _ = connections.get_or_create(&ProtocolLabel { protocol });
@@ -123,6 +137,8 @@ impl Metrics {
             logins,
             refused,
             tls_handshakes,
+            pop3_locks,
+            pop3_in_use,
         }
     }
 }
@@ -189,6 +205,21 @@ pub fn login(result: LoginResult) {
             result: result.label(),
         })
         .inc();
+}
+
+/// A POP3 maildrop lock was taken (`true`) or given up (`false`) by this process.
+pub fn pop3_lock(taken: bool) {
+    let gauge = &metrics().pop3_locks;
+    if taken {
+        gauge.inc();
+    } else {
+        gauge.dec();
+    }
+}
+
+/// Counts a POP3 login refused because the maildrop was locked.
+pub fn pop3_in_use() {
+    metrics().pop3_in_use.inc();
 }
 
 /// The content type of [`encode`]'s output.

@@ -9,9 +9,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
 use super::reply;
+use super::retrieve::Retrieval;
 use super::session::{Action, Credentials, LoginOutcome, Maildrop, Session};
 use crate::Context;
+use crate::auth::Account;
 use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts, Transport};
+use crate::store::{MaildropLease, MessageMeta, StoreError};
 
 /// Longest line read, line end included. RFC 2449 limits commands to 255 octets but RFC 5034
 /// lifts that for SASL responses; this is enough for both and bounds memory per connection.
@@ -37,6 +40,11 @@ pub(crate) enum Line {
 impl Lines {
     pub(crate) fn push(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
+    }
+
+    /// Whether a whole line is buffered (left while a message was being sent).
+    fn has_line(&self) -> bool {
+        self.pending.contains(&b'\n')
     }
 
     /// The next complete line, if one is buffered.
@@ -67,6 +75,10 @@ pub struct Pop3 {
     transport: Transport,
     session: Session,
     lines: Lines,
+    /// The maildrop lock, held from login to QUIT or disconnect (then released on drop).
+    lease: Option<MaildropLease>,
+    /// A RETR or TOP whose message is still being read; no line is read meanwhile.
+    retrieval: Option<Retrieval>,
 }
 
 impl Pop3 {
@@ -77,6 +89,8 @@ impl Pop3 {
             transport,
             session,
             lines: Lines::default(),
+            lease: None,
+            retrieval: None,
         }
     }
 
@@ -130,6 +144,12 @@ impl Pop3 {
 
     /// Runs the session's action for one line, with its store work, to the reply.
     async fn line(&mut self, line: Line, out: &mut Vec<u8>) -> Flow {
+        if self.session.in_transaction() && !self.lease.as_ref().is_some_and(|l| l.is_held()) {
+            // Renewals failed for most of the TTL: another session may own the maildrop now.
+            warn!(peer = %self.transport.peer, "pop3 maildrop lease lapsed; closing");
+            out.extend_from_slice(&lock_lost());
+            return Flow::Close;
+        }
         let mut action = match line {
             Line::Complete(line) => {
                 if let Some(flow) = self.intercept(&line, out) {
@@ -150,23 +170,35 @@ impl Pop3 {
                     return Flow::Close;
                 }
                 Action::Login(credentials) => {
-                    let outcome = login(&self.ctx, &credentials).await;
+                    let (outcome, lease) = login(&self.ctx, &credentials).await;
+                    self.lease = lease;
                     self.session.login_done(outcome)
                 }
                 Action::Retrieve {
                     message,
                     body_lines,
-                } => {
-                    let bytes = match self.ctx.store.read_body(&message).await {
-                        Ok(raw) => reply::message(&raw, body_lines),
-                        Err(err) => {
-                            warn!(uid = message.uid, folder = message.folder_id, %err, "cannot read message body");
-                            reply::unavailable()
-                        }
-                    };
-                    Action::Reply(bytes)
-                }
+                } => return self.retrieve(&message, body_lines, out).await,
                 Action::Update { folder_id, uids } => {
+                    let Some(lease) = self.lease.take() else {
+                        out.extend_from_slice(&lock_lost());
+                        return Flow::Close;
+                    };
+                    match lease.confirm().await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            warn!(peer = %self.transport.peer, "pop3 maildrop lease lost before UPDATE");
+                            out.extend_from_slice(&lock_lost());
+                            return Flow::Close;
+                        }
+                        Err(err) => {
+                            warn!(folder = folder_id, %err, "cannot check the maildrop lock at QUIT");
+                            out.extend_from_slice(&reply::err_code(
+                                reply::Code::SysTemp,
+                                "mail store unavailable, nothing deleted",
+                            ));
+                            return Flow::Close;
+                        }
+                    }
                     let removed = match self.ctx.store.delete_messages(folder_id, &uids).await {
                         Ok(removed) => Ok(removed.len()),
                         Err(err) => {
@@ -174,11 +206,61 @@ impl Pop3 {
                             Err(())
                         }
                     };
+                    // Released before the reply: a client that reconnects at once finds it free.
+                    lease.release().await;
                     self.session.update_done(removed)
                 }
             };
         }
     }
+
+    /// Opens the message's body and sends the status line; the body follows piece by piece
+    /// through [`Adapter::resume`].
+    async fn retrieve(
+        &mut self,
+        message: &MessageMeta,
+        body_lines: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> Flow {
+        match self.ctx.store.open_body(message).await {
+            Ok(reader) => {
+                let size = u64::try_from(message.size).unwrap_or(0);
+                out.extend_from_slice(&reply::message_status(size, body_lines));
+                self.retrieval = Some(Retrieval::new(reader, body_lines));
+            }
+            Err(StoreError::MissingBlob { .. }) => {
+                // Expunged over IMAP (and collected) since this session's login.
+                out.extend_from_slice(&reply::err("message was removed by another session"));
+            }
+            Err(err) => {
+                warn!(uid = message.uid, folder = message.folder_id, %err, "cannot read message body");
+                out.extend_from_slice(&reply::unavailable());
+            }
+        }
+        Flow::Continue
+    }
+
+    /// Answers the buffered lines until one starts a message (or asks to close).
+    async fn lines(&mut self, out: &mut Vec<u8>) -> Flow {
+        while self.retrieval.is_none() {
+            let Some(line) = self.lines.next(MAX_LINE) else {
+                break;
+            };
+            let flow = self.line(line, out).await;
+            if flow != Flow::Continue {
+                return flow;
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// The reply when the maildrop lock was lost: nothing is deleted.
+fn lock_lost() -> Vec<u8> {
+    reply::err_code(
+        reply::Code::SysTemp,
+        "maildrop lock lost, nothing deleted; reconnect",
+    )
 }
 
 #[async_trait::async_trait]
@@ -189,13 +271,31 @@ impl Adapter for Pop3 {
 
     async fn input(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Flow {
         self.lines.push(bytes);
-        while let Some(line) = self.lines.next(MAX_LINE) {
-            let flow = self.line(line, out).await;
-            if flow != Flow::Continue {
-                return flow;
+        self.lines(out).await
+    }
+
+    fn has_more(&self) -> bool {
+        self.retrieval.is_some() || self.lines.has_line()
+    }
+
+    async fn resume(&mut self, out: &mut Vec<u8>) -> Flow {
+        let Some(retrieval) = self.retrieval.as_mut() else {
+            // Lines pipelined behind a message: answer them now.
+            return self.lines(out).await;
+        };
+        match retrieval.next_piece(out).await {
+            Ok(false) => Flow::Continue,
+            Ok(true) => {
+                self.retrieval = None;
+                Flow::Continue
+            }
+            Err(err) => {
+                // Half a message is out: closing is the only way the client can tell.
+                warn!(peer = %self.transport.peer, %err, "pop3 message body read failed; closing");
+                self.retrieval = None;
+                Flow::Close
             }
         }
-        Flow::Continue
     }
 
     fn tls_started(&mut self, _out: &mut Vec<u8>) {
@@ -252,8 +352,8 @@ where
     .await
 }
 
-/// Verifies the credentials and snapshots the INBOX.
-async fn login(ctx: &Context, credentials: &Credentials) -> LoginOutcome {
+/// Verifies the credentials, locks the maildrop and snapshots the INBOX.
+async fn login(ctx: &Context, credentials: &Credentials) -> (LoginOutcome, Option<MaildropLease>) {
     let account = match ctx
         .auth
         .verify(&credentials.user, &credentials.password)
@@ -262,32 +362,55 @@ async fn login(ctx: &Context, credentials: &Credentials) -> LoginOutcome {
         Ok(Some(account)) => account,
         Ok(None) => {
             info!(user = ?credentials.user, "pop3 login failed");
-            return LoginOutcome::Rejected;
+            return (LoginOutcome::Rejected, None);
         }
         Err(err) => {
             warn!(user = ?credentials.user, %err, "pop3 login could not be checked");
-            return LoginOutcome::Unavailable;
+            return (LoginOutcome::Unavailable, None);
+        }
+    };
+    match open_maildrop(ctx, &account).await {
+        Ok((maildrop, lease)) => (LoginOutcome::Opened(maildrop), Some(lease)),
+        Err(outcome) => (outcome, None),
+    }
+}
+
+/// The TRANSACTION state's start for a logged-in account: the maildrop lock, then the INBOX as
+/// it is now (listed after the lock, so no other POP3 session changes it meanwhile).
+async fn open_maildrop(
+    ctx: &Context,
+    account: &Account,
+) -> Result<(Maildrop, MaildropLease), LoginOutcome> {
+    let lease = match ctx.store.maildrop_locks().acquire(account.mailbox_id).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            info!(user = %account.address, "pop3 maildrop in use");
+            return Err(LoginOutcome::InUse);
+        }
+        Err(err) => {
+            warn!(mailbox = account.mailbox_id, %err, "cannot lock the maildrop");
+            return Err(LoginOutcome::Unavailable);
         }
     };
     let folder = match ctx.store.folder(account.mailbox_id, "INBOX").await {
         Ok(Some(folder)) => folder,
         Ok(None) => {
             warn!(mailbox = account.mailbox_id, "mailbox has no INBOX");
-            return LoginOutcome::Unavailable;
+            return Err(LoginOutcome::Unavailable);
         }
         Err(err) => {
             warn!(mailbox = account.mailbox_id, %err, "cannot open INBOX");
-            return LoginOutcome::Unavailable;
+            return Err(LoginOutcome::Unavailable);
         }
     };
     match ctx.store.messages(folder.id).await {
         Ok(messages) => {
             debug!(user = %account.address, count = messages.len(), "pop3 login");
-            LoginOutcome::Opened(Maildrop::new(&folder, messages))
+            Ok((Maildrop::new(&folder, messages), lease))
         }
         Err(err) => {
             warn!(folder = folder.id, %err, "cannot list INBOX");
-            LoginOutcome::Unavailable
+            Err(LoginOutcome::Unavailable)
         }
     }
 }

@@ -1,6 +1,8 @@
 //! POP3 replies on the wire: `+OK` / `-ERR` status lines (with RFC 2449 response codes) and
 //! multi-line bodies, dot-stuffed and ended by `.CRLF`.
 
+use super::stuffing::Stuffer;
+
 /// RFC 2449 / RFC 3206 response codes this server sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Code {
@@ -8,6 +10,8 @@ pub enum Code {
     Auth,
     /// A store failure the client may retry later (RFC 3206).
     SysTemp,
+    /// Another session holds the maildrop (RFC 2449).
+    InUse,
 }
 
 impl Code {
@@ -15,6 +19,7 @@ impl Code {
         match self {
             Code::Auth => "AUTH",
             Code::SysTemp => "SYS/TEMP",
+            Code::InUse => "IN-USE",
         }
     }
 }
@@ -53,39 +58,21 @@ where
     out
 }
 
-/// `+OK` and a message (RETR) or its header and first `body_lines` body lines (TOP): line ends
-/// become CRLF (a bare LF or CR too), lines that start with `.` get one more, and `.CRLF` ends it.
-pub fn message(raw: &[u8], body_lines: Option<u64>) -> Vec<u8> {
-    let mut out = match body_lines {
-        None => ok(&format!("{} octets", raw.len())),
+/// The status line of RETR (the message's size) or TOP (`body_lines` set).
+pub fn message_status(size: u64, body_lines: Option<u64>) -> Vec<u8> {
+    match body_lines {
+        None => ok(&format!("{size} octets")),
         Some(_) => ok("top of message follows"),
-    };
-    out.reserve(raw.len() + raw.len() / 32 + 8);
-    let mut in_header = true;
-    let mut left = body_lines.unwrap_or(u64::MAX);
-    let mut rest = raw;
-    while !rest.is_empty() {
-        // A line ends at CRLF, a bare LF or a bare CR: none may reach the client alone.
-        let (line, next) = match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-            Some(i) if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') => {
-                (&rest[..i], &rest[i + 2..])
-            }
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        rest = next;
-        if !in_header {
-            if left == 0 {
-                break;
-            }
-            left -= 1;
-        }
-        stuff_line(&mut out, line);
-        if in_header && line.is_empty() {
-            in_header = false;
-        }
     }
-    out.extend_from_slice(b".\r\n");
+}
+
+/// `+OK` and a whole message (RETR) or its header and first `body_lines` body lines (TOP),
+/// dot-stuffed as [`Stuffer`] does it piece by piece.
+pub fn message(raw: &[u8], body_lines: Option<u64>) -> Vec<u8> {
+    let mut out = message_status(raw.len() as u64, body_lines);
+    let mut stuffer = Stuffer::new(body_lines);
+    stuffer.feed(raw, &mut out);
+    stuffer.finish(&mut out);
     out
 }
 

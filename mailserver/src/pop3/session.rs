@@ -56,6 +56,8 @@ pub enum LoginOutcome {
     Opened(Maildrop),
     /// Unknown user or wrong password.
     Rejected,
+    /// Right credentials, but another session holds the maildrop lock (RFC 1939 section 4).
+    InUse,
     /// The store could not answer (logged by the caller).
     Unavailable,
 }
@@ -97,6 +99,11 @@ impl Session {
     /// Waiting for a login (USER/PASS, AUTH or STLS may come now).
     pub fn in_authorization(&self) -> bool {
         matches!(self.state, State::Authorization { .. })
+    }
+
+    /// In the TRANSACTION state: the maildrop is open and locked.
+    pub fn in_transaction(&self) -> bool {
+        matches!(self.state, State::Transaction(_))
     }
 
     /// The greeting sent when the connection opens.
@@ -228,6 +235,11 @@ impl Session {
                 )))
             }
             LoginOutcome::Rejected => self.reject(),
+            LoginOutcome::InUse => {
+                // Not a failed login: the client may retry once the other session ends.
+                self.state = State::Authorization { user: None };
+                Action::Reply(reply::err_code(Code::InUse, "maildrop already locked"))
+            }
             LoginOutcome::Unavailable => {
                 self.state = State::Authorization { user: None };
                 Action::Reply(reply::unavailable())
@@ -377,6 +389,7 @@ mod tests {
     const LOGGED_IN: &str = "+OK maildrop has 3 messages (600 octets)\r\n";
     const CAPA: &str = "+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN\r\n\
                         RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION kubemail\r\n.\r\n";
+    const IN_USE: &str = "-ERR [IN-USE] maildrop already locked\r\n";
     const BAD_LOGIN: &str = "-ERR [AUTH] invalid user name or password\r\n";
 
     fn login() -> Vec<Step> {
@@ -456,6 +469,24 @@ mod tests {
                             "-ERR [AUTH] invalid user name or password; too many failures, closing\r\n",
                         ),
                     ),
+                ],
+            ),
+            (
+                "maildrop locked by another session: no failure counted, retry works",
+                vec![
+                    Line(b"USER a", Want::Reply("+OK send PASS\r\n")),
+                    Line(b"PASS b", creds("a", "b")),
+                    LoginDone(|| LoginOutcome::InUse, Want::Reply(IN_USE)),
+                    Line(b"STAT", Want::Reply("-ERR not allowed before login\r\n")),
+                    Line(b"USER a", Want::Reply("+OK send PASS\r\n")),
+                    Line(b"PASS b", creds("a", "b")),
+                    LoginDone(|| LoginOutcome::InUse, Want::Reply(IN_USE)),
+                    Line(b"USER a", Want::Reply("+OK send PASS\r\n")),
+                    Line(b"PASS b", creds("a", "b")),
+                    LoginDone(|| LoginOutcome::InUse, Want::Reply(IN_USE)),
+                    Line(b"USER a", Want::Reply("+OK send PASS\r\n")),
+                    Line(b"PASS b", creds("a", "b")),
+                    LoginDone(opened, Want::Reply(LOGGED_IN)),
                 ],
             ),
             (

@@ -22,12 +22,14 @@
 mod blobs;
 mod delivery;
 mod imap_ops;
+mod maildrop_lock;
 mod messages;
 mod recipients;
 mod summary;
 
 pub use blobs::Collected;
 pub use delivery::{Delivered, blob_key};
+pub use maildrop_lock::{MaildropLease, MaildropLocks};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
 pub use summary::{HeaderSummary, SUMMARY_KIND};
@@ -62,11 +64,29 @@ pub enum StoreError {
 pub struct Store {
     db: PgPool,
     blobs: Arc<dyn BlobStore>,
+    maildrop_locks: Arc<MaildropLocks>,
 }
 
 impl Store {
     pub fn new(db: PgPool, blobs: Arc<dyn BlobStore>) -> Self {
-        Self { db, blobs }
+        let maildrop_locks = MaildropLocks::new(db.clone(), maildrop_lock::DEFAULT_TTL);
+        Self {
+            db,
+            blobs,
+            maildrop_locks,
+        }
+    }
+
+    /// The same store with POP3 maildrop leases that expire `ttl` after their holder stops
+    /// renewing them (a process that died).
+    pub fn with_maildrop_lock_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.maildrop_locks = MaildropLocks::new(self.db.clone(), ttl);
+        self
+    }
+
+    /// This process's POP3 maildrop locks.
+    pub fn maildrop_locks(&self) -> &Arc<MaildropLocks> {
+        &self.maildrop_locks
     }
 
     pub fn db(&self) -> &PgPool {
