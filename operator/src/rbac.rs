@@ -221,6 +221,52 @@ mod tests {
         }
     }
 
+    /// With every fleet option on, each variable the chart gives the operator is one of its
+    /// settings (a misspelt name would be ignored silently in the pod).
+    #[test]
+    fn the_chart_sets_only_variables_the_operator_reads() {
+        let objects = rendered(&[
+            "--set",
+            "fleet.image=kubemail/mailserver:1",
+            "--set",
+            "fleet.hpa.enabled=true",
+            "--set",
+            "fleet.certificate.issuer=letsencrypt",
+            "--set",
+            "fleet.proxyTrusted=10.0.0.0/8",
+            "--set",
+            "watchNamespace=mail",
+        ]);
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment")
+            .expect("Deployment");
+        let command =
+            <crate::controller::Args as clap::Args>::augment_args(clap::Command::new("run"));
+        let known: BTreeSet<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        let set: Vec<&str> = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        for name in [
+            "FLEET_HPA_CPU_PERCENT",
+            "FLEET_CERTIFICATE_ISSUER",
+            "FLEET_PROXY_TRUSTED",
+            "FLEET_TLS_SECRET",
+        ] {
+            assert!(set.contains(&name), "{name} not set: {set:?}");
+        }
+        for name in set {
+            assert!(known.contains(name), "{name} is no operator setting");
+        }
+    }
+
     #[test]
     fn bad_values_are_refused_by_the_schema() {
         let out = Command::new(helm_program())
