@@ -31,9 +31,14 @@ ensure_run_deps() {
 # What the test suite needs on top: Python for the real mail clients, Garage for S3.
 ensure_test_deps() {
     ensure_run_deps
-    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9
+    apt_install python3 ca-certificates openssl curl swaks python3-dkim python3-nacl bind9-utils bind9 \
+        dovecot-core libnet-ssleay-perl libio-socket-ssl-perl
+    # dovecot-core: `doveadm pw` makes the Dovecot hashes the auth tests import;
+    # the two Perl modules give swaks its --tls / --tls-on-connect.
     # POP3 downloads by real clients (tests/pop3_clients.rs).
     apt_install fetchmail getmail6
+    # IMAP sync by a real client (tests/imap_commands.rs).
+    apt_install isync
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

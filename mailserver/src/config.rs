@@ -129,6 +129,20 @@ pub struct Config {
     /// sessions renew theirs every third of it.
     #[arg(long, env = "MAIL_POP3_LOCK_TTL", default_value_t = 60)]
     pub pop3_lock_ttl: u64,
+    /// Milliseconds after which a failed login is answered, counted from its start: one delay
+    /// for every protocol and every reason (unknown user or wrong password alike).
+    #[arg(long, env = "MAIL_LOGIN_FAILURE_DELAY_MS", default_value_t = 500)]
+    pub login_failure_delay_ms: u64,
+
+    /// Accept `{PLAIN}` / `{CLEAR}` stored passwords (imported from Dovecot). Off: they never
+    /// match.
+    #[arg(long, env = "MAIL_AUTH_ALLOW_PLAINTEXT_HASHES")]
+    pub auth_allow_plaintext_hashes: bool,
+
+    /// Rehash a password stored in an older scheme (SHA512-CRYPT, bcrypt, SSHA...) to argon2id
+    /// when its owner logs in with it.
+    #[arg(long, env = "MAIL_AUTH_REHASH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auth_rehash: bool,
 }
 
 impl Config {
@@ -170,6 +184,15 @@ impl Config {
                 Listen::Mail(_) => None,
             })
             .collect()
+    }
+
+    /// The login policy's settings.
+    pub fn auth_settings(&self) -> crate::auth::AuthSettings {
+        crate::auth::AuthSettings {
+            failure_delay: Duration::from_millis(self.login_failure_delay_ms),
+            allow_plaintext_hashes: self.auth_allow_plaintext_hashes,
+            rehash: self.auth_rehash,
+        }
     }
 
     /// The connection rules of every listener.

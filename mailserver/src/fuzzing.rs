@@ -15,7 +15,8 @@ use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::{ResponseCodec, encode::Encoder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::auth::Authenticator;
+use crate::auth::sasl::{Exchange, Malformed, ScramKeys, Step};
+use crate::auth::{Authenticator, SaslInput};
 use crate::context::{Context, Settings};
 use crate::pop3::connection::{Line, Lines, MAX_LINE};
 use crate::pop3::session::{Action as PopAction, LoginOutcome, Maildrop, Session as PopSession};
@@ -44,6 +45,10 @@ pub fn smtp(data: &[u8]) -> Vec<u8> {
                 Action::Lookup(address) => session.lookup_done(lookup(&address)),
                 // The spool is the connection's; only what stays in memory can be looked at.
                 Action::Spool(_) | Action::StartTls => {}
+                // An MX session offers no AUTH; were it asked, it fails.
+                Action::Auth(_) => {
+                    session.auth_done(crate::auth::SaslReply::Done(crate::auth::Login::Failed))
+                }
                 Action::Deliver(delivery) => {
                     let failed = match &delivery.message {
                         Body::Memory(bytes) => bytes.windows(4).any(|w| w == b"FAIL"),
@@ -84,6 +89,7 @@ pub fn pop3(data: &[u8]) -> Vec<u8> {
     let mut session = PopSession::new("pop.fuzz.test");
     let mut out = session.greeting();
     let mut lines = Lines::default();
+    let mut exchange: Option<Exchange> = None;
     lines.push(data);
     // A last line without LF is not a command: the client is gone.
     while let Some(line) = lines.next(MAX_LINE) {
@@ -107,6 +113,7 @@ pub fn pop3(data: &[u8]) -> Vec<u8> {
                     "busy" => LoginOutcome::InUse,
                     _ => LoginOutcome::Rejected,
                 }),
+                PopAction::Sasl(input) => sasl_input(&mut session, &mut exchange, input, body),
                 PopAction::Retrieve { body_lines, .. } => {
                     let whole = crate::pop3::reply::message(body, body_lines);
                     // Streamed in pieces as RETR sends it, the bytes must be the same.
@@ -129,6 +136,59 @@ pub fn pop3(data: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Runs an AUTH step through the SASL engine as the login service would (see [`sasl_step`]).
+pub(crate) fn sasl_input(
+    session: &mut PopSession,
+    exchange: &mut Option<Exchange>,
+    input: SaslInput,
+    body: &[u8],
+) -> PopAction {
+    let step = match (input, exchange.as_mut()) {
+        (SaslInput::Start { mechanism, initial }, _) => {
+            *exchange = Exchange::new(mechanism);
+            match exchange.as_mut() {
+                Some(ex) => ex.start(initial),
+                None => Step::Malformed(Malformed::Syntax),
+            }
+        }
+        (SaslInput::Respond(data), Some(ex)) => ex.respond(&data),
+        (SaslInput::Respond(_), None) => Step::Malformed(Malformed::Syntax),
+    };
+    sasl_step(session, exchange, step, body)
+}
+
+/// Runs the SASL engine's `step` as the login service would, with the fuzz logins: a right
+/// password `secret`, SCRAM keys fake ones (so a proof never matches).
+fn sasl_step(
+    session: &mut PopSession,
+    exchange: &mut Option<Exchange>,
+    mut step: Step,
+    body: &[u8],
+) -> PopAction {
+    loop {
+        step = match step {
+            Step::Challenge(challenge)
+            | Step::Proven {
+                server_final: challenge,
+                ..
+            } => {
+                return session.sasl_challenge(&challenge);
+            }
+            Step::NeedKeys { login } => match exchange.as_mut() {
+                Some(ex) => ex.keys(ScramKeys::fake(&login, b"fuzz")),
+                None => Step::Malformed(Malformed::Syntax),
+            },
+            Step::Malformed(why) => return session.sasl_malformed(why),
+            Step::Verify { password, .. } if password == "secret" => {
+                return session.login_done(LoginOutcome::Opened(maildrop([body.len(); 3])));
+            }
+            Step::Verify { .. } | Step::Rejected { .. } | Step::Accepted => {
+                return session.login_done(LoginOutcome::Rejected);
+            }
+        };
+    }
 }
 
 /// A maildrop of three messages of the given sizes in a fixed INBOX (fuzzing, noise tests).
@@ -162,6 +222,11 @@ pub(crate) fn maildrop(sizes: [usize; 3]) -> Maildrop {
 /// what runs is all a client can reach before logging in (LOGIN and AUTHENTICATE reach the
 /// store and fail as they would with it down).
 pub fn imap(data: &[u8]) -> Vec<u8> {
+    // The syntax the session reads beyond imap-codec's (it runs after login, which the store
+    // being down never reaches), one line at a time.
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        let _ = crate::imap::extended::parse(line);
+    }
     let (runtime, ctx) = imap_world();
     runtime.block_on(async {
         let (client, server) = tokio::io::duplex(1 << 16);
@@ -233,6 +298,15 @@ pub fn mime(raw: &[u8]) -> Vec<u8> {
         section(Some(Section::Text(Some(part(&[2]))))),
         section(Some(Section::Mime(part(&[1, 1])))),
         section(Some(Section::Text(None))),
+        // BINARY undoes transfer encodings: the decoders see the part bytes as they are.
+        MessageDataItemName::Binary {
+            section: vec![NonZeroU32::MIN],
+            partial: None,
+            peek: true,
+        },
+        MessageDataItemName::BinarySize {
+            section: [2, 1].iter().filter_map(|&n| NonZeroU32::new(n)).collect(),
+        },
     ];
     let meta = MessageMeta {
         id: 1,

@@ -55,7 +55,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         store: Store::new(backends.pool.clone(), backends.blobs.clone())
             .with_maildrop_lock_ttl(Duration::from_secs(config.pop3_lock_ttl)),
-        auth: Authenticator::new(backends.pool.clone()),
+        auth: Authenticator::with_settings(backends.pool.clone(), config.auth_settings()),
         settings: Settings {
             hostname: config.hostname.clone(),
             max_message_size: config.max_message_size,

@@ -10,12 +10,13 @@ use crate::error::{Error, Outcome};
 use crate::names::check_address;
 
 /// The folders every mailbox has: (name, special use).
-pub const STANDARD_FOLDERS: [(&str, &str); 5] = [
+pub const STANDARD_FOLDERS: [(&str, &str); 6] = [
     ("INBOX", "inbox"),
     ("Sent", "sent"),
     ("Drafts", "drafts"),
     ("Trash", "trash"),
     ("Junk", "junk"),
+    ("Archive", "archive"),
 ];
 
 /// Creates or updates the mailbox (reviving it if it was deleted under Retain), sets its
@@ -111,7 +112,11 @@ pub async fn apply_mailbox(
          VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (address) DO UPDATE SET display_name = EXCLUDED.display_name,
              quota_bytes = EXCLUDED.quota_bytes, auth_source = EXCLUDED.auth_source,
-             password_hash = EXCLUDED.password_hash, deleted_at = NULL, updated_at = now()
+             password_hash = EXCLUDED.password_hash, deleted_at = NULL, updated_at = now(),
+             -- SCRAM keys belong to the old password: gone with it (the server writes new
+             -- ones at the next password login).
+             scram_sha256 = CASE WHEN mailboxes.password_hash IS DISTINCT FROM
+                 EXCLUDED.password_hash THEN NULL ELSE mailboxes.scram_sha256 END
          WHERE (mailboxes.display_name, mailboxes.quota_bytes, mailboxes.auth_source,
                 mailboxes.password_hash, mailboxes.deleted_at)
              IS DISTINCT FROM (EXCLUDED.display_name, EXCLUDED.quota_bytes,

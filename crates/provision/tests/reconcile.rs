@@ -214,7 +214,8 @@ async fn mailbox_create_update_and_delete() {
             ("Sent", Some("sent")),
             ("Drafts", Some("drafts")),
             ("Trash", Some("trash")),
-            ("Junk", Some("junk"))
+            ("Junk", Some("junk")),
+            ("Archive", Some("archive"))
         ]
     );
     assert!(

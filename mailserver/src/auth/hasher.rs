@@ -23,6 +23,9 @@ type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
 /// hash must not make a login allocate without bound.
 const MAX_BLOCKS: usize = 256 * 1024;
 
+/// Hashes asking for more passes over their memory than this never match (CPU bound).
+const MAX_PASSES: u32 = 16;
+
 /// A thread that had no check to run for this long frees its argon2 memory.
 const IDLE_RELEASE: Duration = Duration::from_secs(1);
 
@@ -79,10 +82,10 @@ impl Hasher {
     }
 
     /// Runs `check` on the pool once a thread is free; `None` when the pool is gone.
-    pub(super) async fn run(
+    pub(super) async fn run<T: Send + 'static>(
         &self,
-        check: impl FnOnce(&mut Vec<Block>) -> bool + Send + 'static,
-    ) -> Option<bool> {
+        check: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Option<T> {
         let _permit = self.permits.acquire().await.ok()?;
         let (reply, answer) = oneshot::channel();
         let gauge = self.gauge.clone();
@@ -131,7 +134,7 @@ pub fn verify_in(hash: &str, password: &str, memory: &mut Vec<Block>) -> bool {
         return false;
     };
     let blocks = params.block_count();
-    if blocks > MAX_BLOCKS {
+    if blocks > MAX_BLOCKS || params.t_cost() > MAX_PASSES {
         return false;
     }
     let mut salt_bytes = [0u8; 64];

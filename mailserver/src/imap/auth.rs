@@ -1,44 +1,35 @@
-//! LOGIN and AUTHENTICATE PLAIN (RFC 4616), with SASL-IR's initial response.
+//! LOGIN and AUTHENTICATE (PLAIN, LOGIN, SCRAM-SHA-256, with SASL-IR's initial response),
+//! both through the one login service; the answers are IMAP's, the policy is `auth`'s.
 
 use std::borrow::Cow;
-use std::time::Duration;
 
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::core::{AString, Tag};
 use imap_codec::imap_types::response::{Code, Status};
 use imap_codec::imap_types::secret::Secret;
-use tracing::{info, warn};
 
-use super::reply::{self, CommandError};
+use super::reply::{self, CommandError, Kind};
 use super::session::{Outcome, Session, State};
-
-/// Every failed login waits this long before the answer, which slows password guessing.
-/// (Blocking repeat offenders is the job of the limits module.)
-pub const FAILED_LOGIN_DELAY: Duration = Duration::from_secs(1);
+use crate::auth::{Attempt, Login, Mechanism, SaslLogin, SaslReply};
 
 /// What the connection does after an AUTHENTICATE step.
 #[derive(Debug)]
 pub enum AuthStep {
-    /// Send an empty `+ ` continuation and wait for the client's response.
-    Continue,
+    /// Send this challenge in a `+` continuation (base64; an empty one as `+ `) and wait for
+    /// the client's response.
+    Continue(Vec<u8>),
     /// The exchange is over; send this tagged status.
     Done(Status<'static>),
 }
 
-/// The authentication and authorization identities and the password of a PLAIN response.
-pub fn parse_plain(response: &[u8]) -> Option<(String, String)> {
-    let mut fields = response.split(|&b| b == 0);
-    let authzid = fields.next()?;
-    let authcid = std::str::from_utf8(fields.next()?).ok()?;
-    let password = std::str::from_utf8(fields.next()?).ok()?;
-    if fields.next().is_some() || authcid.is_empty() {
-        return None;
+/// The mechanism of an AUTHENTICATE, when it is one the engine knows.
+fn mechanism(mechanism: &AuthMechanism<'_>) -> Option<Mechanism> {
+    match mechanism {
+        AuthMechanism::Plain => Some(Mechanism::Plain),
+        AuthMechanism::Login => Some(Mechanism::Login),
+        AuthMechanism::ScramSha256 => Some(Mechanism::ScramSha256),
+        _ => None,
     }
-    // Acting as another user is not offered: the authorization identity must be empty or self.
-    if !authzid.is_empty() && !authzid.eq_ignore_ascii_case(authcid.as_bytes()) {
-        return None;
-    }
-    Some((authcid.to_string(), password.to_string()))
 }
 
 impl Session {
@@ -50,29 +41,48 @@ impl Session {
     ) -> Outcome {
         let user = String::from_utf8_lossy(username.as_ref()).into_owned();
         let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
-        self.verify(tag, &user, &pass).await
+        let login = self
+            .ctx
+            .auth
+            .login(Attempt {
+                ip: self.peer.ip(),
+                protocol: "imap",
+                login: &user,
+                password: &pass,
+            })
+            .await;
+        self.logged_in(tag, login)
     }
 
-    async fn verify(&mut self, tag: Tag<'static>, user: &str, password: &str) -> Outcome {
-        match self.ctx.auth.verify(user, password).await? {
-            Some(account) => {
-                info!(peer = %self.peer, user = %account.address, "imap: logged in");
+    /// The tagged answer to a finished login.
+    fn logged_in(&mut self, tag: Tag<'static>, login: Login) -> Outcome {
+        match login {
+            Login::Ok(account) => {
                 self.account = Some(account);
                 let caps = Code::Capability(self.capabilities());
                 Ok(reply::tagged_ok(tag, Some(caps), "Logged in"))
             }
-            None => {
-                warn!(peer = %self.peer, user, "imap: failed login");
-                tokio::time::sleep(FAILED_LOGIN_DELAY).await;
+            Login::Failed => Err(CommandError::no(
+                Some("AUTHENTICATIONFAILED"),
+                "Invalid credentials",
+            )),
+            Login::Refused { .. } => {
+                // BYE, this answer, and the connection closes.
+                self.push_status(reply::bye("Too many failed logins"));
+                self.logout();
                 Err(CommandError::no(
-                    Some("AUTHENTICATIONFAILED"),
-                    "Invalid credentials",
+                    Some("UNAVAILABLE"),
+                    "Too many failed logins from your address; try again later",
                 ))
             }
+            Login::Unavailable => Err(CommandError::no(
+                Some("UNAVAILABLE"),
+                "Temporary authentication failure, try again later",
+            )),
         }
     }
 
-    /// AUTHENTICATE: PLAIN only, with or without an initial response.
+    /// AUTHENTICATE, with or without an initial response.
     pub async fn authenticate_start(
         &mut self,
         tag: Tag<'static>,
@@ -82,79 +92,60 @@ impl Session {
         if self.state() != State::NotAuthenticated {
             return AuthStep::Done(reply::tagged_bad(tag, "Already logged in"));
         }
-        if mechanism != AuthMechanism::Plain {
+        let sasl = self::mechanism(&mechanism)
+            .and_then(|m| self.ctx.auth.sasl_start(m, self.peer.ip(), "imap"));
+        let Some(mut sasl) = sasl else {
             return AuthStep::Done(
-                CommandError::no(Some("CANNOT"), "Only AUTHENTICATE PLAIN is supported")
-                    .into_status(tag),
+                CommandError::no(
+                    Some("CANNOT"),
+                    "Supported mechanisms: PLAIN, LOGIN, SCRAM-SHA-256",
+                )
+                .into_status(tag),
             );
-        }
-        match initial_response {
-            Some(response) => AuthStep::Done(self.finish_plain(tag, response.declassify()).await),
-            None => {
-                self.pending_auth = Some(tag);
-                AuthStep::Continue
+        };
+        let initial = initial_response.map(|r| r.declassify().to_vec());
+        let reply = self.ctx.auth.sasl_begin(&mut sasl, initial).await;
+        self.sasl_reply(tag, sasl, reply)
+    }
+
+    /// The client's answer to a `+` of an AUTHENTICATE.
+    pub async fn authenticate_data(&mut self, data: AuthenticateData<'static>) -> AuthStep {
+        let Some((tag, mut sasl)) = self.pending_auth.take() else {
+            return AuthStep::Done(reply::untagged_bad("No authentication in progress"));
+        };
+        match data {
+            AuthenticateData::Cancel => {
+                AuthStep::Done(reply::tagged_bad(tag, "Authentication cancelled"))
+            }
+            AuthenticateData::Continue(response) => {
+                let reply = self
+                    .ctx
+                    .auth
+                    .sasl_respond(&mut sasl, response.declassify())
+                    .await;
+                self.sasl_reply(tag, sasl, reply)
             }
         }
     }
 
-    /// The client's answer to the `+ ` of an AUTHENTICATE.
-    pub async fn authenticate_data(&mut self, data: AuthenticateData<'static>) -> Status<'static> {
-        let Some(tag) = self.pending_auth.take() else {
-            return reply::untagged_bad("No authentication in progress");
-        };
-        match data {
-            AuthenticateData::Cancel => reply::tagged_bad(tag, "Authentication cancelled"),
-            AuthenticateData::Continue(response) => {
-                self.finish_plain(tag, response.declassify()).await
+    fn sasl_reply(&mut self, tag: Tag<'static>, sasl: SaslLogin, reply: SaslReply) -> AuthStep {
+        match reply {
+            SaslReply::Challenge(challenge) => {
+                self.pending_auth = Some((tag, sasl));
+                AuthStep::Continue(challenge)
             }
+            SaslReply::Malformed(why) => {
+                AuthStep::Done(reply::tagged(tag, Kind::Bad, None, &why.to_string()))
+            }
+            SaslReply::Done(login) => AuthStep::Done(
+                self.logged_in(tag.clone(), login)
+                    .unwrap_or_else(|err| err.into_status(tag)),
+            ),
         }
     }
 
     /// Ends an AUTHENTICATE whose response could not be decoded; its tag, if one was pending.
     pub fn abort_authenticate(&mut self) -> Option<Tag<'static>> {
-        self.pending_auth.take()
-    }
-
-    async fn finish_plain(&mut self, tag: Tag<'static>, response: &[u8]) -> Status<'static> {
-        let result = match parse_plain(response) {
-            Some((user, password)) => self.verify(tag.clone(), &user, &password).await,
-            None => {
-                tokio::time::sleep(FAILED_LOGIN_DELAY).await;
-                Err(CommandError::no(
-                    Some("AUTHENTICATIONFAILED"),
-                    "Invalid credentials",
-                ))
-            }
-        };
-        result.unwrap_or_else(|err| err.into_status(tag))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_responses() {
-        let ok = |u: &str, p: &str| Some((u.to_string(), p.to_string()));
-        for (input, want) in [
-            (
-                &b"\0alice@example.test\0s3cret"[..],
-                ok("alice@example.test", "s3cret"),
-            ),
-            (
-                b"alice@example.test\0alice@example.test\0pw",
-                ok("alice@example.test", "pw"),
-            ),
-            (b"\0alice@example.test\0", ok("alice@example.test", "")),
-            (b"bob@example.test\0alice@example.test\0pw", None),
-            (b"\0\0pw", None),
-            (b"alice\0pw", None),
-            (b"\0a\0b\0c", None),
-            (b"", None),
-            (b"\0\xff\0pw", None),
-        ] {
-            assert_eq!(parse_plain(input), want, "{input:?}");
-        }
+        self.pending_auth.take().map(|(tag, _)| tag)
     }
 }

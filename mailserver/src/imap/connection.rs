@@ -195,7 +195,15 @@ impl Imap {
                                 let _ = self.server.authenticate_finish(bad);
                                 continue;
                             }
-                            let status = match tag_of(discarded_bytes.declassify()) {
+                            let line = discarded_bytes.declassify();
+                            if self.authenticated()
+                                && let Some((command, extension)) = super::extended::parse(line)
+                            {
+                                self.session.command_extended(command, extension).await;
+                                queue(&mut self.server, self.session.take_output());
+                                continue;
+                            }
+                            let status = match tag_of(line) {
                                 Some(tag) => {
                                     reply::tagged_bad(tag, "Unknown command or bad syntax")
                                 }
@@ -241,22 +249,15 @@ impl Imap {
                             command_authenticate.initial_response,
                         )
                         .await;
-                    match step {
-                        AuthStep::Continue => {
-                            let ccr = CommandContinuationRequest::basic(None, " ")
-                                .or_else(|_| CommandContinuationRequest::basic(None, "ready"));
-                            if let Ok(ccr) = ccr {
-                                let _ = self.server.authenticate_continue(ccr);
-                            }
-                        }
-                        AuthStep::Done(status) => {
-                            let _ = self.server.authenticate_finish(status);
-                        }
+                    if let Some(flow) = self.auth_step(step, out) {
+                        return flow;
                     }
                 }
                 Event::AuthenticateDataReceived { authenticate_data } => {
-                    let status = self.session.authenticate_data(authenticate_data).await;
-                    let _ = self.server.authenticate_finish(status);
+                    let step = self.session.authenticate_data(authenticate_data).await;
+                    if let Some(flow) = self.auth_step(step, out) {
+                        return flow;
+                    }
                 }
                 Event::IdleCommandReceived { tag } => {
                     let _ = self
@@ -266,6 +267,35 @@ impl Imap {
                 Event::GreetingSent { .. }
                 | Event::ResponseSent { .. }
                 | Event::IdleDoneReceived => {}
+            }
+        }
+    }
+
+    /// Sends an AUTHENTICATE challenge or its end; `Some` when the connection must close (a
+    /// banned client).
+    fn auth_step(&mut self, step: AuthStep, out: &mut Vec<u8>) -> Option<Flow> {
+        match step {
+            AuthStep::Continue(challenge) => {
+                let ccr = if challenge.is_empty() {
+                    CommandContinuationRequest::basic(None, " ")
+                        .or_else(|_| CommandContinuationRequest::basic(None, "ready"))
+                        .ok()
+                } else {
+                    Some(CommandContinuationRequest::base64(challenge))
+                };
+                if let Some(ccr) = ccr {
+                    let _ = self.server.authenticate_continue(ccr);
+                }
+                None
+            }
+            AuthStep::Done(status) => {
+                let _ = self.server.authenticate_finish(status);
+                if self.session.state() != State::Logout {
+                    return None;
+                }
+                // Refused: the session's BYE goes out after the tagged answer here.
+                let _ = self.session.take_output();
+                Some(self.goodbye("Too many failed logins", out))
             }
         }
     }

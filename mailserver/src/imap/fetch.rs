@@ -12,6 +12,7 @@ use imap_codec::imap_types::fetch::{
 use imap_codec::imap_types::response::{Data, Status};
 use imap_codec::imap_types::sequence::SequenceSet;
 
+use super::binary;
 use super::flags::{flags_to_wire, has_flag};
 use super::mailbox::wire_uid;
 use super::mime::{self, PartRef};
@@ -87,6 +88,7 @@ fn sets_seen(name: &MessageDataItemName<'_>) -> bool {
     matches!(
         name,
         MessageDataItemName::BodyExt { peek: false, .. }
+            | MessageDataItemName::Binary { peek: false, .. }
             | MessageDataItemName::Rfc822
             | MessageDataItemName::Rfc822Text
     )
@@ -168,8 +170,24 @@ pub fn items(
                     Some(&imap_codec::imap_types::fetch::Section::Text(None)),
                 )))
             }
-            // BINARY is not advertised; a client that asks anyway gets nothing for it.
-            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => continue,
+            MessageDataItemName::Binary {
+                section, partial, ..
+            } => match binary::decoded(raw, message_of, section) {
+                Some(bytes) => MessageDataItem::Binary {
+                    section: section.clone(),
+                    value: binary::value(mime::partial(bytes, *partial)),
+                },
+                None => continue,
+            },
+            MessageDataItemName::BinarySize { section } => {
+                match binary::decoded(raw, message_of, section) {
+                    Some(bytes) => MessageDataItem::BinarySize {
+                        section: section.clone(),
+                        size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                    },
+                    None => continue,
+                }
+            }
         };
         out.push(item);
     }

@@ -1,6 +1,7 @@
-//! Folder commands: LIST, LSUB, SELECT, EXAMINE, STATUS, NAMESPACE, SUBSCRIBE, and the view of
+//! Folder commands: LIST, LSUB, SELECT, EXAMINE, STATUS, NAMESPACE, and the view of
 //! the selected folder that maps sequence numbers to UIDs.
 
+use std::collections::HashSet;
 use std::num::NonZeroU32;
 
 use imap_codec::imap_types::core::Tag;
@@ -257,8 +258,23 @@ impl Session {
         let upper: Vec<char> = full.iter().map(|c| c.to_ascii_uppercase()).collect();
         let inbox = Pattern::new(&upper);
         let folders = self.ctx.store.folders(mailbox_id).await?;
+        // Names with a folder right below them, and (for LSUB) with a subscribed one anywhere
+        // below: sets built once, so LIST stays linear in the number of folders.
+        let parent_of = |name: &str| name.rfind(DELIMITER).map(|at| name[..at].to_string());
+        let parents: HashSet<String> = folders.iter().filter_map(|f| parent_of(&f.name)).collect();
+        let mut above_subscribed: HashSet<&str> = HashSet::new();
+        if lsub && pattern.contains('%') {
+            for folder in folders.iter().filter(|f| f.subscribed) {
+                for (at, _) in folder.name.match_indices(DELIMITER) {
+                    above_subscribed.insert(&folder.name[..at]);
+                }
+            }
+        }
         for folder in &folders {
-            if lsub && !folder.subscribed {
+            // RFC 3501 §6.3.9: `%` stops at an unsubscribed parent of a subscribed folder,
+            // which LSUB then lists as \Noselect.
+            let stand_in = lsub && !folder.subscribed;
+            if stand_in && !above_subscribed.contains(folder.name.as_str()) {
                 continue;
             }
             let hit = if folder.special_use.as_deref() == Some("inbox") {
@@ -269,11 +285,11 @@ impl Session {
             if !hit {
                 continue;
             }
-            let prefix = format!("{}{DELIMITER}", folder.name);
-            let has_children = folders
-                .iter()
-                .any(|f| f.id != folder.id && f.name.starts_with(&prefix));
+            let has_children = parents.contains(&folder.name);
             let mut items = Vec::new();
+            if stand_in {
+                items.push(FlagNameAttribute::Noselect);
+            }
             let child_attr = if has_children {
                 "HasChildren"
             } else {
@@ -358,7 +374,15 @@ impl Session {
                         .map(|m| u64::try_from(m.size).unwrap_or(0))
                         .sum(),
                 ),
-                _ => continue,
+                StatusDataItemName::HighestModSeq => {
+                    StatusDataItem::HighestModSeq(u64::try_from(folder.highest_modseq).unwrap_or(0))
+                }
+                StatusDataItemName::Size => StatusDataItem::Size(
+                    messages
+                        .iter()
+                        .map(|m| u64::try_from(m.size).unwrap_or(0))
+                        .sum(),
+                ),
             };
             items.push(value);
         }
@@ -377,16 +401,6 @@ impl Session {
             shared: Vec::new(),
         });
         Ok(reply::tagged_ok(tag, None, "NAMESPACE completed"))
-    }
-
-    /// Every folder is subscribed already; SUBSCRIBE only checks that it exists.
-    pub(super) async fn subscribe(&mut self, tag: Tag<'static>, mailbox: &Mailbox<'_>) -> Outcome {
-        let mailbox_id = self.account()?.mailbox_id;
-        let name = mailbox_name(mailbox)?;
-        match self.ctx.store.folder(mailbox_id, &name).await? {
-            Some(_) => Ok(reply::tagged_ok(tag, None, "SUBSCRIBE completed")),
-            None => Err(CommandError::no(Some("NONEXISTENT"), "No such folder")),
-        }
     }
 
     /// Tells the client what changed in the selected folder since it last looked: expunged

@@ -6,20 +6,27 @@
 //! and [`connection`] is the adapter that runs both under the connection driver.
 
 mod auth;
+mod binary;
+mod capabilities;
 pub mod connection;
+mod enable;
 mod expunge;
+pub(crate) mod extended;
 pub(crate) mod fetch;
 mod flags;
+mod folders;
 mod mailbox;
 mod mime;
 #[cfg(test)]
 mod noise;
 mod parse;
 mod prelogin;
+mod quota;
 mod reply;
 mod search;
 mod sequence;
 pub mod session;
+mod sort;
 mod structure;
 mod transfer;
 

@@ -330,6 +330,27 @@ impl Session {
         criteria: &Vec1<SearchKey<'static>>,
         uid: bool,
     ) -> Outcome {
+        let hits = self.search_indices(charset, criteria).await?;
+        let selected = self.selected_mut()?;
+        let found = hits
+            .into_iter()
+            .filter_map(|i| {
+                let meta = &selected.messages[i];
+                let seq = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                NonZeroU32::new(if uid { wire_uid(meta.uid) } else { seq })
+            })
+            .collect();
+        self.push(Data::Search(found, None));
+        Ok(reply::tagged_ok(tag, None, "SEARCH completed"))
+    }
+
+    /// The positions in the selected view of the messages that match `criteria`, ascending
+    /// (SEARCH, SORT and THREAD share it).
+    pub(super) async fn search_indices(
+        &mut self,
+        charset: Option<&Charset<'_>>,
+        criteria: &Vec1<SearchKey<'static>>,
+    ) -> Result<Vec<usize>, CommandError> {
         if let Some(charset) = charset {
             let name = charset.as_ref();
             if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
@@ -387,14 +408,10 @@ impl Session {
                 matches(&key, &Candidate::new(seq, &sets, meta, None))
             };
             if hit {
-                let number = if uid { wire_uid(meta.uid) } else { seq };
-                if let Some(n) = NonZeroU32::new(number) {
-                    found.push(n);
-                }
+                found.push(i);
             }
         }
-        self.push(Data::Search(found, None));
-        Ok(reply::tagged_ok(tag, None, "SEARCH completed"))
+        Ok(found)
     }
 }
 

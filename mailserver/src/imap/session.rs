@@ -10,11 +10,13 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{IString, NString, Tag, Vec1};
 use imap_codec::imap_types::response::{Capability, Code, Data, Greeting, Response, Status};
 
+use super::enable::Enabled;
+use super::extended::Extension;
 use super::fetch::FetchJob;
 use super::mailbox::Selected;
 use super::reply::{self, CommandError, text};
 use crate::Context;
-use crate::auth::Account;
+use crate::auth::{Account, SaslLogin};
 
 /// Where the session is in RFC 3501's state diagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,8 +33,8 @@ pub struct Session {
     pub(super) peer: SocketAddr,
     pub(super) account: Option<Account>,
     pub(super) selected: Option<Selected>,
-    /// Tag of an AUTHENTICATE waiting for the client's response.
-    pub(super) pending_auth: Option<Tag<'static>>,
+    /// An AUTHENTICATE waiting for the client's response: its tag and exchange.
+    pub(super) pending_auth: Option<(Tag<'static>, SaslLogin)>,
     logged_out: bool,
     out: Vec<Response<'static>>,
     /// A FETCH answered a batch at a time (see [`Session::resume`]).
@@ -40,6 +42,10 @@ pub struct Session {
     /// What the connection offers: STARTTLS, and whether clear-text logins are refused.
     starttls: bool,
     login_disabled: bool,
+    /// Extensions the client turned on with ENABLE (CONDSTORE, QRESYNC).
+    pub(super) enabled: Enabled,
+    /// What the running command had beyond imap-codec's syntax (see [`super::extended`]).
+    pub(super) extension: Option<Extension>,
 }
 
 /// What a tagged command handler returns: the final OK (untagged data was queued on the way).
@@ -58,6 +64,8 @@ impl Session {
             fetching: None,
             starttls: false,
             login_disabled: false,
+            enabled: Enabled::default(),
+            extension: None,
         }
     }
 
@@ -111,8 +119,12 @@ impl Session {
         if self.account.is_none() && self.login_disabled {
             caps.push(Capability::LoginDisabled);
         } else if self.account.is_none() {
-            caps.push(Capability::Auth(AuthMechanism::Plain));
-            caps.push(Capability::SaslIr);
+            caps.extend([
+                Capability::Auth(AuthMechanism::Plain),
+                Capability::Auth(AuthMechanism::Login),
+                Capability::Auth(AuthMechanism::ScramSha256),
+                Capability::SaslIr,
+            ]);
         }
         caps.extend([
             Capability::LiteralPlus,
@@ -122,6 +134,9 @@ impl Session {
             Capability::UidPlus,
             Capability::Move,
         ]);
+        if self.account.is_some() {
+            caps.extend(super::capabilities::after_login());
+        }
         Vec1::try_from(caps).unwrap_or_else(|_| Vec1::from(Capability::Imap4Rev1))
     }
 
@@ -138,6 +153,13 @@ impl Session {
             }
             None => self.push_status(status),
         }
+    }
+
+    /// Runs a command that came with syntax imap-codec does not read (see [`super::extended`]).
+    pub async fn command_extended(&mut self, command: Command<'static>, extension: Extension) {
+        self.extension = Some(extension);
+        self.command(command).await;
+        self.extension = None;
     }
 
     /// Whether the last command has more responses to queue: write what
@@ -253,13 +275,17 @@ impl Session {
                 self.append(tag, &mailbox, &flags, date.as_ref(), &message)
                     .await
             }
-            CommandBody::Subscribe { mailbox } => self.subscribe(tag, &mailbox).await,
-            CommandBody::Create { .. }
-            | CommandBody::Delete { .. }
-            | CommandBody::Rename { .. }
-            | CommandBody::Unsubscribe { .. } => Err(CommandError::no(
-                Some("CANNOT"),
-                "Changing folders is not supported yet",
+            CommandBody::Subscribe { mailbox } => self.subscribe(tag, &mailbox, true).await,
+            CommandBody::Unsubscribe { mailbox } => self.subscribe(tag, &mailbox, false).await,
+            CommandBody::Create { mailbox } => self.create(tag, &mailbox).await,
+            CommandBody::Delete { mailbox } => self.delete(tag, &mailbox).await,
+            CommandBody::Rename { from, to } => self.rename(tag, &from, &to).await,
+            CommandBody::Enable { capabilities } => self.enable(tag, capabilities),
+            CommandBody::GetQuotaRoot { mailbox } => self.get_quota_root(tag, &mailbox).await,
+            CommandBody::GetQuota { root } => self.get_quota(tag, &root).await,
+            CommandBody::SetQuota { .. } => Err(CommandError::no(
+                Some("NOPERM"),
+                "Quotas are set by the administrator",
             )),
             _ if !selected => Err(CommandError::bad("Select a folder first")),
             CommandBody::Close => self.close(tag).await,
@@ -296,6 +322,24 @@ impl Session {
                 criteria,
                 uid,
             } => self.search(tag, charset.as_ref(), &criteria, uid).await,
+            CommandBody::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.sort(tag, &sort_criteria, &charset, &search_criteria, uid)
+                    .await
+            }
+            CommandBody::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.thread(tag, &algorithm, &charset, &search_criteria, uid)
+                    .await
+            }
             CommandBody::Copy {
                 sequence_set,
                 mailbox,
@@ -366,7 +410,7 @@ pub(super) mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
+    const GREETING: &str = "* OK [CAPABILITY IMAP4REV1 AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE] mx.example.test IMAP4rev1 ready\r\n";
 
     #[tokio::test]
     async fn conversations_before_login() {
@@ -374,7 +418,7 @@ pub(super) mod tests {
             (b"", ""),
             (
                 b"a1 CAPABILITY\r\n",
-                "* CAPABILITY IMAP4REV1 AUTH=PLAIN SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
+                "* CAPABILITY IMAP4REV1 AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ ID NAMESPACE UNSELECT UIDPLUS MOVE\r\na1 OK CAPABILITY completed\r\n",
             ),
             (b"a1 NOOP\r\n", "a1 OK NOOP completed\r\n"),
             (b"a1 noop\n", "a1 OK NOOP completed\r\n"),
@@ -401,7 +445,7 @@ pub(super) mod tests {
             ),
             (
                 b"a1 AUTHENTICATE CRAM-MD5\r\n",
-                "a1 NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n",
+                "a1 NO [CANNOT] Supported mechanisms: PLAIN, LOGIN, SCRAM-SHA-256\r\n",
             ),
             (
                 b"a1 AUTHENTICATE PLAIN\r\n*\r\na2 NOOP\r\n",

@@ -12,7 +12,7 @@ use super::reply;
 use super::retrieve::Retrieval;
 use super::session::{Action, Credentials, LoginOutcome, Maildrop, Session};
 use crate::Context;
-use crate::auth::Account;
+use crate::auth::{Account, Attempt, Login, SaslInput, SaslLogin, SaslReply};
 use crate::driver::{self, Adapter, Connection, Flow, Shutdown, Stream, Timeouts, Transport};
 use crate::store::{MaildropLease, MessageMeta, StoreError};
 
@@ -79,6 +79,8 @@ pub struct Pop3 {
     lease: Option<MaildropLease>,
     /// A RETR or TOP whose message is still being read; no line is read meanwhile.
     retrieval: Option<Retrieval>,
+    /// An AUTH exchange in progress.
+    sasl: Option<SaslLogin>,
 }
 
 impl Pop3 {
@@ -91,6 +93,7 @@ impl Pop3 {
             lines: Lines::default(),
             lease: None,
             retrieval: None,
+            sasl: None,
         }
     }
 
@@ -170,10 +173,12 @@ impl Pop3 {
                     return Flow::Close;
                 }
                 Action::Login(credentials) => {
-                    let (outcome, lease) = login(&self.ctx, &credentials).await;
+                    let (outcome, lease) =
+                        login(&self.ctx, self.transport.peer.ip(), &credentials).await;
                     self.lease = lease;
                     self.session.login_done(outcome)
                 }
+                Action::Sasl(input) => self.sasl(input).await,
                 Action::Retrieve {
                     message,
                     body_lines,
@@ -261,6 +266,27 @@ fn lock_lost() -> Vec<u8> {
         reply::Code::SysTemp,
         "maildrop lock lost, nothing deleted; reconnect",
     )
+}
+
+impl Pop3 {
+    /// Runs one step of an AUTH exchange through the login service.
+    async fn sasl(&mut self, input: SaslInput) -> Action {
+        let ip = self.transport.peer.ip();
+        let reply = self
+            .ctx
+            .auth
+            .sasl_run(&mut self.sasl, input, ip, "pop3")
+            .await;
+        match reply {
+            SaslReply::Challenge(challenge) => self.session.sasl_challenge(&challenge),
+            SaslReply::Malformed(why) => self.session.sasl_malformed(why),
+            SaslReply::Done(login) => {
+                let (outcome, lease) = open(&self.ctx, login).await;
+                self.lease = lease;
+                self.session.login_done(outcome)
+            }
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -352,22 +378,31 @@ where
     .await
 }
 
-/// Verifies the credentials, locks the maildrop and snapshots the INBOX.
-async fn login(ctx: &Context, credentials: &Credentials) -> (LoginOutcome, Option<MaildropLease>) {
-    let account = match ctx
+/// Verifies the credentials (USER/PASS), locks the maildrop and snapshots the INBOX.
+async fn login(
+    ctx: &Context,
+    ip: std::net::IpAddr,
+    credentials: &Credentials,
+) -> (LoginOutcome, Option<MaildropLease>) {
+    let login = ctx
         .auth
-        .verify(&credentials.user, &credentials.password)
-        .await
-    {
-        Ok(Some(account)) => account,
-        Ok(None) => {
-            info!(user = ?credentials.user, "pop3 login failed");
-            return (LoginOutcome::Rejected, None);
-        }
-        Err(err) => {
-            warn!(user = ?credentials.user, %err, "pop3 login could not be checked");
-            return (LoginOutcome::Unavailable, None);
-        }
+        .login(Attempt {
+            ip,
+            protocol: "pop3",
+            login: &credentials.user,
+            password: &credentials.password,
+        })
+        .await;
+    open(ctx, login).await
+}
+
+/// After a login: the locked maildrop of the account, or why there is none.
+async fn open(ctx: &Context, login: Login) -> (LoginOutcome, Option<MaildropLease>) {
+    let account = match login {
+        Login::Ok(account) => account,
+        Login::Failed => return (LoginOutcome::Rejected, None),
+        Login::Refused { .. } => return (LoginOutcome::Refused, None),
+        Login::Unavailable => return (LoginOutcome::Unavailable, None),
     };
     match open_maildrop(ctx, &account).await {
         Ok((maildrop, lease)) => (LoginOutcome::Opened(maildrop), Some(lease)),
@@ -514,7 +549,7 @@ mod tests {
                 "idle timeout closes",
                 b"CAPA\r\n".to_vec(),
                 "+OK mx.test POP3 server ready\r\n+OK capability list follows\r\nTOP\r\nUIDL\r\n\
-                 USER\r\nSASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n\
+                 USER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n\
                  IMPLEMENTATION kubemail\r\n.\r\n-ERR idle timeout, closing\r\n",
             ),
             (

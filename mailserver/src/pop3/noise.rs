@@ -14,6 +14,14 @@ const LINES: &[&[u8]] = &[
     b"AUTH PLAIN",
     b"AUTH PLAIN AGFsaWNlAHNlY3JldA==",
     b"AUTH PLAIN =",
+    b"AUTH LOGIN",
+    b"AUTH LOGIN YWxpY2U=",
+    b"AUTH SCRAM-SHA-256",
+    // n,,n=user,r=abc
+    b"AUTH SCRAM-SHA-256 biwsbj11c2VyLHI9YWJj",
+    b"Yz1iaXdzLHI9YWJj,cD1BQUFB",
+    b"YWxpY2U=",
+    b"c2VjcmV0",
     b"*",
     b"CAPA",
     b"STAT",
@@ -71,6 +79,7 @@ fn random_sessions_get_well_formed_replies() {
     let mut rng = StdRng::seed_from_u64(0x9093);
     for _ in 0..2000 {
         let mut session = Session::new("mx.test");
+        let mut exchange = None;
         check_reply(&session.greeting(), b"greeting");
         for _ in 0..rng.gen_range(1..40) {
             let line = random_line(&mut rng);
@@ -95,6 +104,10 @@ fn random_sessions_get_well_formed_replies() {
                         1 => LoginOutcome::Rejected,
                         _ => LoginOutcome::Unavailable,
                     }),
+                    // The real SASL engine, with the fuzz target's stand-in for the service.
+                    Action::Sasl(input) => {
+                        crate::fuzzing::sasl_input(&mut session, &mut exchange, input, b"body")
+                    }
                     Action::Retrieve { message, .. } => {
                         assert!((1..=3).contains(&message.uid), "{message:?}");
                         break;

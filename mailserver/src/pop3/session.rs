@@ -2,17 +2,13 @@
 //! TRANSACTION, UPDATE. It takes command lines and answers with an [`Action`]: a reply to send,
 //! or store work for the connection loop to do and report back.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-
 use super::command::{self, Command, ParseError};
 pub use super::maildrop::Maildrop;
 use super::maildrop::transaction;
 use super::reply::{self, Code};
+use crate::auth::SaslInput;
+use crate::auth::sasl::{self, Malformed, Mechanism, Response};
 use crate::store::MessageMeta;
-
-/// Failed logins one connection may make before it is closed.
-pub const MAX_LOGIN_FAILURES: u32 = 3;
 
 /// What the connection loop does next.
 #[derive(Debug, PartialEq, Eq)]
@@ -21,6 +17,9 @@ pub enum Action {
     Reply(Vec<u8>),
     /// Check the credentials and open the maildrop, then call [`Session::login_done`].
     Login(Credentials),
+    /// Run this SASL step, then call [`Session::sasl_challenge`], [`Session::sasl_malformed`]
+    /// or (logged in, or not) [`Session::login_done`].
+    Sasl(SaslInput),
     /// Read the message's body and send [`reply::message`] with this line limit (TOP), or the
     /// whole message (RETR).
     Retrieve {
@@ -60,6 +59,8 @@ pub enum LoginOutcome {
     InUse,
     /// The store could not answer (logged by the caller).
     Unavailable,
+    /// The client's address is banned: say so and close.
+    Refused,
 }
 
 #[derive(Debug)]
@@ -68,8 +69,8 @@ enum State {
     Authorization {
         user: Option<String>,
     },
-    /// `AUTH PLAIN` without an initial response: the next line is the client's response.
-    SaslPlain,
+    /// An AUTH exchange sent a challenge: the next line is the client's response.
+    Sasl,
     /// A [`Action::Login`] is out.
     LoggingIn,
     Transaction(Maildrop),
@@ -84,7 +85,6 @@ enum State {
 pub struct Session {
     state: State,
     hostname: String,
-    failures: u32,
 }
 
 impl Session {
@@ -92,7 +92,6 @@ impl Session {
         Self {
             state: State::Authorization { user: None },
             hostname: hostname.to_string(),
-            failures: 0,
         }
     }
 
@@ -113,8 +112,8 @@ impl Session {
 
     /// Handles one line from the client (without its line ending).
     pub fn line(&mut self, line: &[u8]) -> Action {
-        if matches!(self.state, State::SaslPlain) {
-            return self.sasl_plain_response(line);
+        if matches!(self.state, State::Sasl) {
+            return self.sasl_response(line);
         }
         match command::parse(line) {
             Ok(command) => self.command(command),
@@ -125,7 +124,7 @@ impl Session {
 
     /// A line too long to be a command; it was discarded.
     pub fn line_too_long(&mut self) -> Action {
-        if matches!(self.state, State::SaslPlain) {
+        if matches!(self.state, State::Sasl) {
             self.state = State::Authorization { user: None };
         }
         Action::Reply(reply::err("line too long"))
@@ -164,59 +163,56 @@ impl Session {
                 Action::Reply(reply::err("not allowed before login"))
             }
             // Lines read while store work is out or after QUIT cannot arrive from the loop.
-            (State::SaslPlain | State::LoggingIn | State::Updating | State::Done, _) => {
+            (State::Sasl | State::LoggingIn | State::Updating | State::Done, _) => {
                 Action::Reply(reply::err("command not allowed now"))
             }
         }
     }
 
     fn auth(&mut self, mechanism: Option<String>, initial: Option<String>) -> Action {
-        match (mechanism.as_deref(), initial) {
-            (None, _) => Action::Reply(reply::ok_lines("SASL mechanisms follow", ["PLAIN"])),
-            (Some("PLAIN"), Some(initial)) => self.sasl_plain_response(initial.as_bytes()),
-            (Some("PLAIN"), None) => {
-                self.state = State::SaslPlain;
-                // RFC 5034: an empty challenge is "+ ".
-                Action::Reply(b"+ \r\n".to_vec())
+        let Some(name) = mechanism else {
+            let names = Mechanism::OFFERED.map(Mechanism::name);
+            return Action::Reply(reply::ok_lines("SASL mechanisms follow", names));
+        };
+        let Some(mechanism) = Mechanism::parse(&name).filter(|m| m.offered()) else {
+            return Action::Reply(reply::err("unsupported SASL mechanism"));
+        };
+        // RFC 5034: `=` is an empty initial response.
+        let initial = match initial.map(|i| sasl::decode_line(i.as_bytes(), true)) {
+            None => None,
+            Some(Ok(Response::Data(data))) => Some(data),
+            Some(Ok(Response::Cancel)) => {
+                return Action::Reply(reply::err("authentication cancelled"));
             }
-            (Some(_), _) => Action::Reply(reply::err("unsupported SASL mechanism")),
+            Some(Err(why)) => return Action::Reply(reply::err(&why.to_string())),
+        };
+        self.state = State::LoggingIn;
+        Action::Sasl(SaslInput::Start { mechanism, initial })
+    }
+
+    /// The client's line after a `+` challenge: base64, or `*` to cancel.
+    fn sasl_response(&mut self, line: &[u8]) -> Action {
+        self.state = State::Authorization { user: None };
+        match sasl::decode_line(line, false) {
+            Ok(Response::Data(data)) => {
+                self.state = State::LoggingIn;
+                Action::Sasl(SaslInput::Respond(data))
+            }
+            Ok(Response::Cancel) => Action::Reply(reply::err("authentication cancelled")),
+            Err(why) => Action::Reply(reply::err(&why.to_string())),
         }
     }
 
-    /// RFC 4616: base64 of `authzid NUL authcid NUL password`; `*` cancels, `=` is empty.
-    fn sasl_plain_response(&mut self, line: &[u8]) -> Action {
+    /// The login service's challenge after an [`Action::Sasl`].
+    pub fn sasl_challenge(&mut self, challenge: &[u8]) -> Action {
+        self.state = State::Sasl;
+        Action::Reply(format!("+ {}\r\n", sasl::encode(challenge)).into_bytes())
+    }
+
+    /// The exchange after an [`Action::Sasl`] broke off on a malformed response.
+    pub fn sasl_malformed(&mut self, why: Malformed) -> Action {
         self.state = State::Authorization { user: None };
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line == b"*" {
-            return Action::Reply(reply::err("authentication cancelled"));
-        }
-        let decoded = if line == b"=" {
-            Vec::new()
-        } else {
-            match BASE64.decode(line) {
-                Ok(decoded) => decoded,
-                Err(_) => return Action::Reply(reply::err("invalid base64 in SASL response")),
-            }
-        };
-        let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
-        let [authzid, authcid, password] = parts.as_slice() else {
-            return Action::Reply(reply::err("malformed PLAIN response"));
-        };
-        let (Ok(authzid), Ok(user), Ok(password)) = (
-            std::str::from_utf8(authzid),
-            std::str::from_utf8(authcid),
-            std::str::from_utf8(password),
-        ) else {
-            return Action::Reply(reply::err("PLAIN response is not UTF-8"));
-        };
-        // Logging in as someone else (proxy authorization) is not offered.
-        if !authzid.is_empty() && authzid != user {
-            return self.reject();
-        }
-        self.login(Credentials {
-            user: user.to_string(),
-            password: password.to_string(),
-        })
+        Action::Reply(reply::err(&why.to_string()))
     }
 
     fn login(&mut self, credentials: Credentials) -> Action {
@@ -244,18 +240,19 @@ impl Session {
                 self.state = State::Authorization { user: None };
                 Action::Reply(reply::unavailable())
             }
+            LoginOutcome::Refused => {
+                self.state = State::Done;
+                Action::Close(reply::err_code(
+                    Code::Auth,
+                    "too many failed logins from your address; try again later",
+                ))
+            }
         }
     }
 
+    /// A failed login; the pace of retries is the login service's business (one delay for
+    /// every protocol, bans for repeat offenders), not this connection's.
     fn reject(&mut self) -> Action {
-        self.failures += 1;
-        if self.failures >= MAX_LOGIN_FAILURES {
-            self.state = State::Done;
-            return Action::Close(reply::err_code(
-                Code::Auth,
-                "invalid user name or password; too many failures, closing",
-            ));
-        }
         self.state = State::Authorization { user: None };
         Action::Reply(reply::err_code(Code::Auth, "invalid user name or password"))
     }
@@ -287,7 +284,7 @@ pub(super) fn capabilities() -> Vec<u8> {
             "TOP",
             "UIDL",
             "USER",
-            "SASL PLAIN",
+            "SASL PLAIN LOGIN SCRAM-SHA-256",
             "RESP-CODES",
             "AUTH-RESP-CODE",
             "PIPELINING",
@@ -339,6 +336,10 @@ mod tests {
         Line(&'static [u8], Want),
         LoginDone(fn() -> LoginOutcome, Want),
         UpdateDone(Result<usize, ()>, Want),
+        /// The login service's challenge after an [`Action::Sasl`].
+        Challenge(&'static [u8], Want),
+        /// The exchange broke off on a malformed response.
+        Malformed(Want),
     }
 
     #[derive(Debug)]
@@ -352,6 +353,13 @@ mod tests {
         Want::Action(Action::Login(Credentials {
             user: user.into(),
             password: password.into(),
+        }))
+    }
+
+    fn sasl_start(mechanism: Mechanism, initial: Option<&[u8]>) -> Want {
+        Want::Action(Action::Sasl(SaslInput::Start {
+            mechanism,
+            initial: initial.map(<[u8]>::to_vec),
         }))
     }
 
@@ -370,6 +378,8 @@ mod tests {
                 Step::Line(line, want) => (session.line(line), want),
                 Step::LoginDone(outcome, want) => (session.login_done(outcome()), want),
                 Step::UpdateDone(result, want) => (session.update_done(result), want),
+                Step::Challenge(challenge, want) => (session.sasl_challenge(challenge), want),
+                Step::Malformed(want) => (session.sasl_malformed(Malformed::Syntax), want),
             };
             let ok = match (&got, &want) {
                 (Action::Reply(bytes), Want::Reply(text))
@@ -387,7 +397,7 @@ mod tests {
     }
 
     const LOGGED_IN: &str = "+OK maildrop has 3 messages (600 octets)\r\n";
-    const CAPA: &str = "+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN\r\n\
+    const CAPA: &str = "+OK capability list follows\r\nTOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\n\
                         RESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION kubemail\r\n.\r\n";
     const IN_USE: &str = "-ERR [IN-USE] maildrop already locked\r\n";
     const BAD_LOGIN: &str = "-ERR [AUTH] invalid user name or password\r\n";
@@ -453,7 +463,7 @@ mod tests {
                 ],
             ),
             (
-                "three failures close",
+                "failures do not close the connection",
                 vec![
                     Line(b"USER a", Want::Reply("+OK send PASS\r\n")),
                     Line(b"PASS 1", creds("a", "1")),
@@ -463,10 +473,21 @@ mod tests {
                     LoginDone(|| LoginOutcome::Rejected, Want::Reply(BAD_LOGIN)),
                     Line(b"USER a", Want::Reply("+OK send PASS\r\n")),
                     Line(b"PASS 3", creds("a", "3")),
+                    LoginDone(|| LoginOutcome::Rejected, Want::Reply(BAD_LOGIN)),
+                    Line(b"USER a", Want::Reply("+OK send PASS\r\n")),
+                    Line(b"PASS 4", creds("a", "4")),
+                    LoginDone(opened, Want::Reply(LOGGED_IN)),
+                ],
+            ),
+            (
+                "a banned address is told and closed",
+                vec![
+                    Line(b"USER a", Want::Reply("+OK send PASS\r\n")),
+                    Line(b"PASS 1", creds("a", "1")),
                     LoginDone(
-                        || LoginOutcome::Rejected,
+                        || LoginOutcome::Refused,
                         Want::Close(
-                            "-ERR [AUTH] invalid user name or password; too many failures, closing\r\n",
+                            "-ERR [AUTH] too many failed logins from your address; try again later\r\n",
                         ),
                     ),
                 ],
@@ -505,54 +526,73 @@ mod tests {
                 "auth lists mechanisms",
                 vec![Line(
                     b"AUTH",
-                    Want::Reply("+OK SASL mechanisms follow\r\nPLAIN\r\n.\r\n"),
+                    Want::Reply(
+                        "+OK SASL mechanisms follow\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n",
+                    ),
                 )],
             ),
             (
                 "auth plain with initial response",
                 // "\0alice\0secret"
                 vec![
-                    Line(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==", creds("alice", "secret")),
+                    Line(
+                        b"AUTH PLAIN AGFsaWNlAHNlY3JldA==",
+                        sasl_start(Mechanism::Plain, Some(b"\0alice\0secret")),
+                    ),
                     LoginDone(opened, Want::Reply(LOGGED_IN)),
                 ],
             ),
             (
-                "auth plain with challenge",
-                // "alice\0alice\0pass word"
+                "auth with challenges",
                 vec![
-                    Line(b"AUTH PLAIN", Want::Reply("+ \r\n")),
+                    Line(b"auth login", sasl_start(Mechanism::Login, None)),
+                    Challenge(b"Username:", Want::Reply("+ VXNlcm5hbWU6\r\n")),
                     Line(
-                        b"YWxpY2UAYWxpY2UAcGFzcyB3b3Jk\r",
-                        creds("alice", "pass word"),
+                        b"YWxpY2U=\r",
+                        Want::Action(Action::Sasl(SaslInput::Respond(b"alice".to_vec()))),
+                    ),
+                    Challenge(b"", Want::Reply("+ \r\n")),
+                    // An empty line is an empty response.
+                    Line(
+                        b"",
+                        Want::Action(Action::Sasl(SaslInput::Respond(Vec::new()))),
+                    ),
+                    LoginDone(|| LoginOutcome::Rejected, Want::Reply(BAD_LOGIN)),
+                    Line(
+                        b"AUTH SCRAM-SHA-256 =",
+                        sasl_start(Mechanism::ScramSha256, Some(b"")),
                     ),
                 ],
             ),
             (
-                "auth plain cancelled, bad, proxy",
+                "auth cancelled, bad base64, malformed, unknown mechanisms",
                 vec![
-                    Line(b"AUTH PLAIN", Want::Reply("+ \r\n")),
+                    Line(b"AUTH PLAIN", sasl_start(Mechanism::Plain, None)),
+                    Challenge(b"", Want::Reply("+ \r\n")),
                     Line(b"*", Want::Reply("-ERR authentication cancelled\r\n")),
-                    Line(b"AUTH PLAIN", Want::Reply("+ \r\n")),
+                    Line(b"AUTH PLAIN", sasl_start(Mechanism::Plain, None)),
+                    Challenge(b"", Want::Reply("+ \r\n")),
                     Line(
                         b"!!!!",
                         Want::Reply("-ERR invalid base64 in SASL response\r\n"),
                     ),
-                    // After the challenge even a command name is taken as the response.
-                    Line(b"AUTH PLAIN", Want::Reply("+ \r\n")),
-                    Line(b"QUIT", Want::Reply("-ERR malformed PLAIN response\r\n")),
                     Line(
-                        b"AUTH PLAIN =",
-                        Want::Reply("-ERR malformed PLAIN response\r\n"),
+                        b"AUTH PLAIN !!",
+                        Want::Reply("-ERR invalid base64 in SASL response\r\n"),
                     ),
-                    // "YWxpY2U=" is "alice": no NULs.
                     Line(
-                        b"AUTH PLAIN YWxpY2U=",
-                        Want::Reply("-ERR malformed PLAIN response\r\n"),
+                        b"AUTH PLAIN *",
+                        Want::Reply("-ERR authentication cancelled\r\n"),
                     ),
-                    // "bob\0alice\0pw": acting as another user is refused like a bad password.
-                    Line(b"AUTH PLAIN Ym9iAGFsaWNlAHB3", Want::Reply(BAD_LOGIN)),
+                    Line(b"AUTH PLAIN", sasl_start(Mechanism::Plain, None)),
+                    Malformed(Want::Reply("-ERR malformed SASL response\r\n")),
                     Line(
-                        b"AUTH LOGIN",
+                        b"AUTH CRAM-MD5",
+                        Want::Reply("-ERR unsupported SASL mechanism\r\n"),
+                    ),
+                    // Known to the engine but not offered yet.
+                    Line(
+                        b"AUTH XOAUTH2",
                         Want::Reply("-ERR unsupported SASL mechanism\r\n"),
                     ),
                     Line(
@@ -673,7 +713,7 @@ mod tests {
             match step {
                 Step::Line(line, _) => drop(session.line(line)),
                 Step::LoginDone(outcome, _) => drop(session.login_done(outcome())),
-                Step::UpdateDone(..) => {}
+                Step::UpdateDone(..) | Step::Challenge(..) | Step::Malformed(_) => {}
             }
         }
         for (line, uid, body_lines) in [

@@ -13,6 +13,7 @@ use super::Limits;
 use super::session::{Action, Lookup, Security, Session};
 use super::spool::Spool;
 use crate::Context;
+use crate::auth::SaslLogin;
 use crate::driver::{self, Adapter, Connection, Flow, Role, Shutdown, Stream, Timeouts, Transport};
 use crate::store::{Store, normalize_address};
 
@@ -23,6 +24,8 @@ pub struct Smtp {
     session: Session,
     /// Where a large message's body goes while DATA is read.
     spool: Spool,
+    /// An AUTH exchange in progress.
+    sasl: Option<SaslLogin>,
 }
 
 impl Smtp {
@@ -37,12 +40,14 @@ impl Smtp {
                 starttls: transport.starttls,
                 tls: transport.tls,
                 submission: transport.role == Role::Submission,
+                plaintext_login: transport.plaintext_login,
             });
         Self {
             ctx,
             transport,
             session,
             spool: Spool::default(),
+            sasl: None,
         }
     }
 
@@ -70,6 +75,14 @@ impl Smtp {
                     }
                     self.session.delivered(result.is_ok());
                 }
+                Action::Auth(input) => {
+                    let reply = self
+                        .ctx
+                        .auth
+                        .sasl_run(&mut self.sasl, input, peer.ip(), "smtp")
+                        .await;
+                    self.session.auth_done(reply);
+                }
                 Action::Close => return Flow::Close,
                 Action::StartTls => return Flow::StartTls,
             }
@@ -83,7 +96,11 @@ impl Smtp {
             match action {
                 Action::Reply(reply) => reply.write_to(out),
                 Action::Close => return Flow::Close,
-                Action::Lookup(_) | Action::Spool(_) | Action::Deliver(_) | Action::StartTls => {}
+                Action::Lookup(_)
+                | Action::Spool(_)
+                | Action::Deliver(_)
+                | Action::Auth(_)
+                | Action::StartTls => {}
             }
         }
         Flow::Close
@@ -200,6 +217,7 @@ mod tests {
                 Action::Lookup(_) | Action::Spool(_) | Action::Deliver(_) => {
                     text.push_str("<store>")
                 }
+                Action::Auth(input) => text.push_str(&format!("<auth {input:?}>")),
             }
         }
         text
@@ -267,6 +285,139 @@ mod tests {
         let text = transcript(&mut s);
         assert!(
             text.ends_with("530 5.7.0 Authentication required\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn auth_on_submission_step_by_step() {
+        use crate::auth::{Account, Login, SaslReply};
+        let mut s = session(Security {
+            tls: true,
+            submission: true,
+            ..Security::default()
+        });
+        s.feed(b"AUTH PLAIN AGFsaWNlAHB3\r\n");
+        assert_eq!(transcript(&mut s), "503 5.5.1 send EHLO first\r\n");
+        s.feed(b"EHLO c.test\r\n");
+        let ehlo = transcript(&mut s);
+        assert!(
+            ehlo.contains("250 AUTH PLAIN LOGIN SCRAM-SHA-256\r\n"),
+            "{ehlo}"
+        );
+        s.feed(b"AUTH login\r\n");
+        assert_eq!(
+            transcript(&mut s),
+            "<auth Start { mechanism: Login, initial: None }>"
+        );
+        s.auth_done(SaslReply::Challenge(b"Username:".to_vec()));
+        assert_eq!(transcript(&mut s), "334 VXNlcm5hbWU6\r\n");
+        s.feed(b"YWxpY2U=\r\n");
+        assert_eq!(transcript(&mut s), "<auth Respond(<redacted>)>");
+        s.auth_done(SaslReply::Challenge(b"Password:".to_vec()));
+        assert_eq!(transcript(&mut s), "334 UGFzc3dvcmQ6\r\n");
+        s.feed(b"*\r\n");
+        assert_eq!(transcript(&mut s), "501 5.0.0 Authentication cancelled\r\n");
+        // A response line too long ends the exchange; the next line is a command again.
+        s.feed(b"AUTH LOGIN\r\n");
+        transcript(&mut s);
+        s.auth_done(SaslReply::Challenge(b"Username:".to_vec()));
+        transcript(&mut s);
+        s.feed(format!("{}\r\nNOOP\r\n", "A".repeat(5000)).as_bytes());
+        assert_eq!(
+            transcript(&mut s),
+            "500 5.5.2 line too long\r\n250 2.0.0 Ok\r\n"
+        );
+        s.feed(b"AUTH PLAIN =\r\n");
+        assert_eq!(
+            transcript(&mut s),
+            "<auth Start { mechanism: Plain, initial: Some(\"<redacted>\") }>"
+        );
+        s.auth_done(SaslReply::Done(Login::Failed));
+        assert_eq!(
+            transcript(&mut s),
+            "535 5.7.8 Authentication credentials invalid\r\n"
+        );
+        s.feed(b"MAIL FROM:<alice@example.test>\r\nAUTH CRAM-MD5\r\nAUTH PLAIN !\r\n");
+        assert_eq!(
+            transcript(&mut s),
+            "530 5.7.0 Authentication required\r\n\
+             504 5.5.4 Unrecognized authentication type\r\n\
+             501 5.5.2 invalid base64 in SASL response\r\n"
+        );
+        s.feed(b"AUTH PLAIN AGFsaWNlAHB3\r\n");
+        transcript(&mut s);
+        s.auth_done(SaslReply::Done(Login::Ok(Account {
+            mailbox_id: 1,
+            address: "alice@example.test".into(),
+        })));
+        assert_eq!(
+            transcript(&mut s),
+            "235 2.7.0 Authentication successful\r\n"
+        );
+        assert_eq!(s.authenticated(), Some("alice@example.test"));
+        s.feed(b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHB3\r\nMAIL FROM:<alice@example.test>\r\n");
+        let text = transcript(&mut s);
+        assert!(!text.contains("AUTH"), "not offered again: {text}");
+        assert!(
+            text.ends_with("503 5.5.1 already authenticated\r\n250 2.1.0 Ok\r\n"),
+            "{text}"
+        );
+        s.feed(b"AUTH PLAIN AGFsaWNlAHB3\r\n");
+        assert!(transcript(&mut s).starts_with("503 5.5.1"));
+        // TLS starts the session over: the authentication is forgotten (RFC 3207).
+        s.tls_started();
+        assert_eq!(s.authenticated(), None);
+    }
+
+    #[test]
+    fn auth_needs_tls_or_an_allowed_clear_text_channel() {
+        use crate::auth::{Login, SaslReply};
+        let mut s = session(Security {
+            starttls: true,
+            submission: true,
+            ..Security::default()
+        });
+        s.feed(b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHB3\r\n");
+        let text = transcript(&mut s);
+        assert!(!text.contains("AUTH PLAIN"), "{text}");
+        assert!(
+            text.ends_with(
+                "538 5.7.11 Encryption required for requested authentication mechanism\r\n"
+            ),
+            "{text}"
+        );
+        // Loopback without TLS, where clear-text logins are allowed.
+        let mut s = session(Security {
+            submission: true,
+            plaintext_login: true,
+            ..Security::default()
+        });
+        s.feed(b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHB3\r\n");
+        let text = transcript(&mut s);
+        assert!(
+            text.contains("250 AUTH PLAIN LOGIN SCRAM-SHA-256"),
+            "{text}"
+        );
+        assert!(text.ends_with("<auth Start { mechanism: Plain, initial: Some(\"<redacted>\") }>"));
+        // A banned address is told and the connection closes.
+        s.auth_done(SaslReply::Done(Login::Refused {
+            remaining: std::time::Duration::from_secs(60),
+        }));
+        assert_eq!(
+            transcript(&mut s),
+            "421 4.7.0 too many failed logins from your address, try again later\r\n<close>"
+        );
+        // No AUTH on an MX listener at all.
+        let mut s = session(Security {
+            tls: true,
+            ..Security::default()
+        });
+        s.feed(b"EHLO c.test\r\nAUTH PLAIN AGFsaWNlAHB3\r\n");
+        let text = transcript(&mut s);
+        assert!(!text.contains("AUTH PLAIN"), "{text}");
+        assert!(
+            text.ends_with("502 5.5.1 AUTH not implemented\r\n"),
             "{text}"
         );
     }

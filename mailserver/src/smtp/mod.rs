@@ -7,10 +7,13 @@
 //!   [`reply`]: every code and enhanced code.
 //! - [`connection`]: the adapter between the connection driver, the session and the store.
 //!
-//! AUTH, BDAT and relaying answer `502` for now; the session keeps the hooks for them
-//! (one `match` arm each), and the checks of the delivery pipeline belong between the end of
-//! DATA and [`Action::Deliver`].
+//! - [`auth`]: AUTH on submission listeners (RFC 4954), through the one login service.
+//!
+//! BDAT and relaying answer `502` for now; the session keeps the hooks for them (one `match`
+//! arm each), and the checks of the delivery pipeline belong between the end of DATA and
+//! [`Action::Deliver`].
 
+pub mod auth;
 pub mod connection;
 pub mod data;
 pub mod envelope;

@@ -143,6 +143,8 @@ pub enum Reject {
     /// The message could not be stored: try again later; nothing was delivered.
     StoreFailed,
     TooManyErrors,
+    /// Too many failed logins from the client's address (the login guard's ban).
+    Banned,
     Timeout,
     ShuttingDown,
 }
@@ -170,6 +172,7 @@ impl Reject {
                 | Reject::LookupFailed
                 | Reject::StoreFailed
                 | Reject::TooManyErrors
+                | Reject::Banned
                 | Reject::Timeout
                 | Reject::ShuttingDown
         )
@@ -229,6 +232,11 @@ impl Reject {
             ),
             Reject::StoreFailed => (51, [3, 0], "message not stored, try again later".into()),
             Reject::TooManyErrors => (21, [7, 0], "too many errors, closing connection".into()),
+            Reject::Banned => (
+                21,
+                [7, 0],
+                "too many failed logins from your address, try again later".into(),
+            ),
             Reject::Timeout => (21, [4, 2], "timeout exceeded, closing connection".into()),
             Reject::ShuttingDown => (21, [3, 2], "service shutting down".into()),
         }
@@ -328,6 +336,10 @@ mod tests {
             (
                 Reject::TooManyErrors,
                 "421 4.7.0 too many errors, closing connection",
+            ),
+            (
+                Reject::Banned,
+                "421 4.7.0 too many failed logins from your address, try again later",
             ),
             (
                 Reject::Timeout,

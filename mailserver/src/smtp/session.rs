@@ -21,6 +21,7 @@ use smtp_proto::{Error as ParseError, Request};
 use super::Limits;
 use super::data::{DataProgress, DataReceiver};
 use super::reply::{Reject, Reply};
+use crate::auth::SaslInput;
 use crate::store::Recipient;
 
 /// What the connection must do next.
@@ -34,6 +35,8 @@ pub enum Action {
     Spool(SpoolChunk),
     /// Store this message for these recipients in one go; answer with [`Session::delivered`].
     Deliver(Delivery),
+    /// Run this SASL step through the login service; answer with [`Session::auth_done`].
+    Auth(SaslInput),
     /// Close the connection (after sending the replies before this).
     Close,
     /// Run the TLS handshake, then call [`Session::tls_started`]. Input after STARTTLS was
@@ -50,6 +53,8 @@ pub struct Security {
     pub tls: bool,
     /// A submission listener: mail needs authentication (and TLS first).
     pub submission: bool,
+    /// Passwords may cross this connection without TLS (loopback, or a listener without TLS).
+    pub plaintext_login: bool,
 }
 
 /// A complete message, trace headers included, and the mailboxes it goes to.
@@ -131,6 +136,10 @@ pub(super) enum Mode {
     Lookup(String),
     /// The delivery of the transaction with this id is outstanding.
     Deliver(String),
+    /// A SASL step is with the login service.
+    Auth,
+    /// A `334` challenge went out: the next line is the client's response.
+    AuthResponse,
     Closed,
 }
 
@@ -151,6 +160,8 @@ pub struct Session {
     errors: usize,
     out: VecDeque<Action>,
     security: Security,
+    /// The address the client authenticated as (AUTH on submission).
+    pub(super) authenticated: Option<String>,
 }
 
 impl Session {
@@ -173,6 +184,7 @@ impl Session {
             errors: 0,
             out,
             security: Security::default(),
+            authenticated: None,
         }
     }
 
@@ -188,6 +200,11 @@ impl Session {
         self.security.starttls = false;
         self.helo = None;
         self.tx = None;
+        self.authenticated = None;
+    }
+
+    pub(super) fn security(&self) -> Security {
+        self.security
     }
 
     /// Uses `clock` for the `Received` date (tests).
@@ -263,6 +280,11 @@ impl Session {
     /// Sends a refusal; too many of them end the session.
     pub(super) fn reject(&mut self, reject: Reject) {
         self.reply(reject.reply());
+        self.errors_inc();
+    }
+
+    /// Counts a refused command; too many end the session.
+    pub(super) fn errors_inc(&mut self) {
         self.errors += 1;
         if self.errors >= self.limits.max_errors {
             self.close_with(Reject::TooManyErrors);
@@ -273,12 +295,13 @@ impl Session {
         match &action {
             Action::Lookup(address) => self.mode = Mode::Lookup(address.clone()),
             Action::Deliver(delivery) => self.mode = Mode::Deliver(delivery.id.clone()),
+            Action::Auth(_) => self.mode = Mode::Auth,
             Action::Reply(_) | Action::Spool(_) | Action::Close | Action::StartTls => {}
         }
         self.out.push_back(action);
     }
 
-    fn close_with(&mut self, reject: Reject) {
+    pub(super) fn close_with(&mut self, reject: Reject) {
         if self.is_closed() {
             return;
         }
@@ -296,7 +319,7 @@ impl Session {
     /// Works through buffered input until it yields actions; `false` when nothing can be done.
     fn step(&mut self) -> bool {
         match &mut self.mode {
-            Mode::Lookup(_) | Mode::Deliver(_) | Mode::Closed => false,
+            Mode::Lookup(_) | Mode::Deliver(_) | Mode::Auth | Mode::Closed => false,
             Mode::Data(receiver) => match receiver.feed(&self.input[self.start..]) {
                 DataProgress::More => {
                     self.input.clear();
@@ -320,7 +343,7 @@ impl Session {
                     true
                 }
             },
-            Mode::Command => {
+            Mode::Command | Mode::AuthResponse => {
                 let pending = &self.input[self.start..];
                 let Some(lf) = pending.iter().position(|&b| b == b'\n') else {
                     if pending.len() > self.limits.max_command_line {
@@ -339,11 +362,24 @@ impl Session {
     }
 
     fn command_line(&mut self, line: &[u8]) {
+        // A line after a `334` answers it, whatever it is; a bad one ends the exchange.
+        let auth_response = matches!(self.mode, Mode::AuthResponse);
+        if auth_response {
+            self.mode = Mode::Command;
+        }
         if std::mem::take(&mut self.discarding) || line.len() > self.limits.max_command_line {
             return self.reject(Reject::LineTooLong);
         }
         if std::str::from_utf8(line).is_err() {
             return self.reject(Reject::InvalidBytes);
+        }
+        if auth_response {
+            return self.auth_response(line);
+        }
+        // AUTH is parsed here: smtp_proto knows only its own list of mechanisms, and an
+        // unknown one deserves 504, not a syntax error.
+        if let Some(args) = super::auth::auth_args(line) {
+            return self.auth_command(args);
         }
         match Request::parse(&mut line.iter()) {
             Ok(request) => self.command(request),
@@ -355,15 +391,18 @@ impl Session {
         match request {
             Request::Ehlo { host } => self.hello(&host, true),
             Request::Helo { host } => self.hello(&host, false),
-            // AUTH comes with another issue; until then submission takes no mail at all.
-            Request::Mail { .. } if self.security.submission && !self.security.tls => {
+            Request::Mail { .. }
+                if self.security.submission
+                    && !self.security.tls
+                    && !self.security.plaintext_login =>
+            {
                 self.reply(Reply::new(
                     530,
                     Some([5, 7, 0]),
                     "Must issue a STARTTLS command first",
                 ));
             }
-            Request::Mail { .. } if self.security.submission => {
+            Request::Mail { .. } if self.security.submission && self.authenticated.is_none() => {
                 self.reply(Reply::new(530, Some([5, 7, 0]), "Authentication required"));
             }
             Request::Mail { from } => self.mail(from),
@@ -418,6 +457,9 @@ impl Session {
             let mut reply = Reply::ehlo(&self.hostname, host, self.limits.max_message_size);
             if self.security.starttls {
                 reply.lines.push("STARTTLS".to_string());
+            }
+            if self.auth_offered() {
+                reply.lines.push(super::auth::ehlo_keyword());
             }
             reply
         } else {
@@ -547,6 +589,7 @@ pub(in crate::smtp) mod tests {
                     }
                     Action::Close => transcript.push_str("<close>"),
                     Action::StartTls => transcript.push_str("<starttls>"),
+                    Action::Auth(_) => transcript.push_str("<auth>"),
                 }
             }
             match chunks.next() {

@@ -9,7 +9,7 @@ use mail_blobstore::BlobSource;
 
 use super::blobs::{change_refs, confirm, stage};
 use super::delivery::{ATTEMPTS, NewMessage, blob_key, charge_quota, insert_message, take_uids};
-use super::{Store, StoreError, lock_folder, notify_changed};
+use super::{Store, StoreError, junk, lock_folder, notify_changed};
 
 /// A message row of the source folder, as COPY and MOVE need it.
 #[derive(sqlx::FromRow)]
@@ -81,6 +81,7 @@ impl Store {
                 internal_date,
             };
             insert_message(&mut tx, &row).await?;
+            junk::record_transfer(&mut tx, None, folder_id, &[taken.first_uid]).await?;
             change_refs(&mut tx, [blob.id], 1).await?;
             notify_changed(&mut tx, mailbox_id).await?;
             tx.commit().await?;
@@ -173,6 +174,8 @@ impl Store {
             }
             pairs.push((source.uid, uid));
         }
+        let new_uids: Vec<i64> = pairs.iter().map(|(_, uid)| *uid).collect();
+        junk::record_transfer(&mut tx, Some(from_folder), to_folder, &new_uids).await?;
         if remove_source {
             sqlx::query("UPDATE folders SET highest_modseq = highest_modseq + 1 WHERE id = $1")
                 .bind(from_folder)

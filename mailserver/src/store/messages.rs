@@ -51,7 +51,7 @@ pub enum FlagMode {
     Remove,
 }
 
-const FOLDER_COLUMNS: &str =
+pub(super) const FOLDER_COLUMNS: &str =
     "id, mailbox_id, name, special_use, uid_validity, uid_next, highest_modseq, subscribed";
 
 impl Store {

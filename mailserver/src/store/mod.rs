@@ -21,18 +21,24 @@
 
 mod blobs;
 mod delivery;
+mod folders;
 mod imap_ops;
+mod junk;
 mod maildrop_lock;
 mod messages;
 mod recipients;
 mod summary;
+mod usage;
 
 pub use blobs::Collected;
 pub use delivery::{Delivered, blob_key};
+pub use folders::{FOLDER_DELIMITER, FolderError, check_folder_name};
+pub use junk::{JunkDirection, JunkEvent};
 pub use maildrop_lock::{MaildropLease, MaildropLocks};
 pub use messages::{FlagMode, Folder, MessageMeta};
 pub use recipients::{Recipient, normalize_address};
 pub use summary::{HeaderSummary, SUMMARY_KIND};
+pub use usage::Usage;
 
 use std::sync::Arc;
 

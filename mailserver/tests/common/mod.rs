@@ -21,7 +21,7 @@ use std::sync::Arc;
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
 use mail_blobstore::FsBlobStore;
-use mailserver::auth::Authenticator;
+use mailserver::auth::{AuthSettings, Authenticator};
 use mailserver::context::Settings;
 use mailserver::server::ServerConfig;
 use mailserver::store::{MessageMeta, Store};
@@ -33,9 +33,19 @@ pub const DEFAULT_QUOTA: i64 = 10_000_000;
 
 /// A context on `pool` with bodies in `blobs` (a directory), calling itself `hostname`.
 pub fn context(pool: PgPool, blobs: &Path, hostname: &str) -> Arc<Context> {
+    context_with(pool, blobs, hostname, AuthSettings::default())
+}
+
+/// [`context`] with the login policy's settings `auth`.
+pub fn context_with(
+    pool: PgPool,
+    blobs: &Path,
+    hostname: &str,
+    auth: AuthSettings,
+) -> Arc<Context> {
     Arc::new(Context {
         store: Store::new(pool.clone(), Arc::new(FsBlobStore::new(blobs))),
-        auth: Authenticator::new(pool),
+        auth: Authenticator::with_settings(pool, auth),
         settings: Settings {
             hostname: hostname.to_string(),
             ..Settings::default()
@@ -69,9 +79,16 @@ pub struct Builder {
     mailboxes: Vec<Mailbox>,
     folders: Vec<Folder>,
     server: Option<ServerConfig>,
+    auth: AuthSettings,
 }
 
 impl Builder {
+    /// The login policy's settings (default: [`AuthSettings::default`]).
+    pub fn auth(mut self, auth: AuthSettings) -> Self {
+        self.auth = auth;
+        self
+    }
+
     /// Listeners and connection rules other than clear-text SMTP, IMAP and POP3 (addresses
     /// with port 0 get a free port).
     pub fn server(mut self, config: ServerConfig) -> Self {
@@ -149,7 +166,7 @@ impl Builder {
         let pool = PgPool::connect(&url).await.expect("connect");
         mail_provision::migrate(&pool).await.expect("migrate");
         let blobs = tempfile::tempdir().expect("temp dir");
-        let ctx = context(pool.clone(), blobs.path(), &self.hostname);
+        let ctx = context_with(pool.clone(), blobs.path(), &self.hostname, self.auth);
         for domain in &self.domains {
             let bucket = domain.name.replace('.', "-");
             sqlx::query("INSERT INTO domains (name, bucket) VALUES ($1, $2)")
@@ -251,6 +268,7 @@ impl TestServer {
             mailboxes: Vec::new(),
             folders: Vec::new(),
             server: None,
+            auth: AuthSettings::default(),
         }
     }
 
