@@ -39,6 +39,8 @@ ensure_test_deps() {
     apt_install fetchmail getmail6
     # IMAP sync by a real client (tests/imap_commands.rs).
     apt_install isync
+    # Content filters with real daemons (tests/filters_*.rs, crates/testkit/src/{rspamd,clamd}.rs).
+    apt_install rspamd redis-server clamav-daemon
     ensure_chart_tools
     if ! command -v garage >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/garage" ]; then
         echo "==> installing Garage (cargo install garage --locked, about 7 minutes)"

@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod context;
 pub mod driver;
+pub mod filters;
 pub mod fuzzing;
 pub mod http;
 pub mod imap;

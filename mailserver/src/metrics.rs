@@ -9,11 +9,23 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProtocolLabel {
     protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FilterLabel {
+    filter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FilterVerdictLabel {
+    filter: &'static str,
+    verdict: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +67,9 @@ struct Metrics {
     tls_handshakes: Counter,
     pop3_locks: Gauge,
     pop3_in_use: Counter,
+    filter_verdicts: Family<FilterVerdictLabel, Counter>,
+    filter_failures: Family<FilterLabel, Counter>,
+    filter_latency: Family<FilterLabel, Histogram>,
 }
 
 impl Metrics {
@@ -115,6 +130,29 @@ impl Metrics {
             "POP3 logins refused with [IN-USE]: another session held the maildrop",
             pop3_in_use.clone(),
         );
+        let filter_verdicts = Family::<FilterVerdictLabel, Counter>::default();
+        let filter_failures = Family::<FilterLabel, Counter>::default();
+        // 5 ms to about 10 s: a scan on loopback takes milliseconds, a dead filter its timeout.
+        let filter_latency = Family::<FilterLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.005, 2.0, 12,
+            ))
+        });
+        registry.register(
+            "filter_verdicts",
+            "Answers of the content filters (rspamd, clamav), by filter and verdict",
+            filter_verdicts.clone(),
+        );
+        registry.register(
+            "filter_failures",
+            "Content filter calls that failed (down, timeout, protocol error, circuit open)",
+            filter_failures.clone(),
+        );
+        registry.register(
+            "filter_latency_seconds",
+            "Time a content filter took to answer, by filter",
+            filter_latency.clone(),
+        );
         // Creating a series is all that is wanted here; the returned read guards are dropped.
         for protocol in PROTOCOLS {
             let _ = connections.get_or_create(&ProtocolLabel { protocol });
@@ -139,6 +177,9 @@ impl Metrics {
             tls_handshakes,
             pop3_locks,
             pop3_in_use,
+            filter_verdicts,
+            filter_failures,
+            filter_latency,
         }
     }
 }
@@ -220,6 +261,25 @@ pub fn pop3_lock(taken: bool) {
 /// Counts a POP3 login refused because the maildrop was locked.
 pub fn pop3_in_use() {
     metrics().pop3_in_use.inc();
+}
+
+/// Counts a content filter's answer (`filter`: `rspamd`, `clamav`) and how long it took.
+pub fn filter_verdict(filter: &'static str, verdict: &'static str, seconds: f64) {
+    let m = metrics();
+    m.filter_verdicts
+        .get_or_create(&FilterVerdictLabel { filter, verdict })
+        .inc();
+    m.filter_latency
+        .get_or_create(&FilterLabel { filter })
+        .observe(seconds);
+}
+
+/// Counts a content filter call that got no answer.
+pub fn filter_failure(filter: &'static str) {
+    metrics()
+        .filter_failures
+        .get_or_create(&FilterLabel { filter })
+        .inc();
 }
 
 /// The content type of [`encode`]'s output.

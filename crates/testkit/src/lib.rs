@@ -12,11 +12,15 @@
 //! run without them.
 #![forbid(unsafe_code)]
 
+mod clamd;
 mod garage;
 mod named;
+mod rspamd;
 
+pub use clamd::{Clamd, EICAR, clamd};
 pub use garage::{Garage, garage};
 pub use named::Named;
+pub use rspamd::{RSPAMD_PASSWORD, Rspamd, rspamd};
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
