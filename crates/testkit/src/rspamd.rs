@@ -44,7 +44,12 @@ impl Rspamd {
         // World-accessible: rspamd drops to _rspamd and must reach its dirs.
         chmod(d, "0755")?;
         let (etc, run, log) = (d.join("etc"), d.join("run"), d.join("log"));
-        for sub in [etc.join("override.d"), etc.join("local.d"), run.clone(), log.clone()] {
+        for sub in [
+            etc.join("override.d"),
+            etc.join("local.d"),
+            run.clone(),
+            log.clone(),
+        ] {
             std::fs::create_dir_all(&sub).map_err(|e| format!("{}: {e}", sub.display()))?;
         }
         let db = shared_db_dir()?;
@@ -79,6 +84,8 @@ impl Rspamd {
 
         let normal_port = free_port().map_err(|e| e.to_string())?;
         let controller_port = free_port().map_err(|e| e.to_string())?;
+        // `secure_ip` replaced by an address no test uses: the stock loopback entry would let
+        // requests pass without the password, and the password is what the client is tested with.
         let write = |path: PathBuf, text: String| {
             std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
         };
@@ -91,11 +98,17 @@ impl Rspamd {
             format!(
                 "bind_socket = \"127.0.0.1:{controller_port}\";\ncount = 1;\n\
                  password = \"{RSPAMD_PASSWORD}\";\nenable_password = \"{RSPAMD_PASSWORD}\";\n\
-                 secure_ip = \"127.0.0.1\";\n"
+                 secure_ip = \"192.0.2.254\";\n"
             ),
         )?;
-        write(etc.join("override.d/worker-proxy.inc"), "count = -1;\n".into())?;
-        write(etc.join("override.d/worker-fuzzy.inc"), "count = -1;\n".into())?;
+        write(
+            etc.join("override.d/worker-proxy.inc"),
+            "count = -1;\n".into(),
+        )?;
+        write(
+            etc.join("override.d/worker-fuzzy.inc"),
+            "count = -1;\n".into(),
+        )?;
         write(
             etc.join("local.d/redis.conf"),
             format!("servers = \"127.0.0.1:{redis_port}\";\n"),
@@ -145,7 +158,10 @@ impl Rspamd {
                 break;
             }
             if Instant::now() >= deadline {
-                return Err(format!("rspamd not up after {START_TIMEOUT:?}:\n{}", tail(&log)));
+                return Err(format!(
+                    "rspamd not up after {START_TIMEOUT:?}:\n{}",
+                    tail(&log)
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -240,7 +256,10 @@ fn tail(log_dir: &Path) -> String {
     for name in ["rspamd.stderr", "rspamd.log"] {
         let text = std::fs::read_to_string(log_dir.join(name)).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        out.push_str(&format!("== {name}\n{}\n", lines[lines.len().saturating_sub(30)..].join("\n")));
+        out.push_str(&format!(
+            "== {name}\n{}\n",
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        ));
     }
     out
 }

@@ -7,4 +7,6 @@
 
 pub mod breaker;
 pub mod clamav;
+pub mod learn;
 pub mod policy;
+pub mod rspamd;
