@@ -207,20 +207,9 @@ pub struct Stat {
 #[derive(Clone, Debug, Deserialize)]
 pub struct Statfile {
     pub symbol: String,
-    /// Messages learned into this class.
+    /// Rspamd's revision of this class (reported 0 by the redis backend: use `learned`).
     #[serde(default)]
     pub revision: u64,
-}
-
-impl Stat {
-    /// Messages learned into the statfile `symbol` (`BAYES_SPAM`, `BAYES_HAM`).
-    pub fn revision(&self, symbol: &str) -> u64 {
-        self.statfiles
-            .iter()
-            .filter(|s| s.symbol == symbol)
-            .map(|s| s.revision)
-            .sum()
-    }
 }
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
